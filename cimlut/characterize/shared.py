@@ -1,0 +1,147 @@
+"""Backend (a): ngspice as a shared library in this process, through PySpice's NgSpiceShared.
+
+PySpice 1.5 treats every stderr line as an error; ngspice >= 42 writes notes there. The
+subclass below only collects what ngspice prints, and `outcome` judges each line.
+One ngspice per process: run decks in parallel with worker processes (`workers`).
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import functools
+import locale
+from pathlib import Path
+import logging
+import os
+
+import numpy as np
+
+from .deck import Deck
+from .errors import SpiceError
+from .outcome import SCALE_NAMES, build_result, raise_for_messages
+from .result import SimResult
+
+# ngspice's enum simulation_types, in order (src/include/ngspice/sim.h)
+_VTYPES = ("notype", "time", "frequency", "voltage", "current", "voltage-density",
+           "current-density", "sqr-voltage-density", "sqr-current-density", "sqr-voltage",
+           "sqr-current", "pole", "zero", "s-param", "temperature", "res", "impedance",
+           "admittance", "power", "phase", "decibel", "capacitance", "charge")
+
+_instance = None
+
+
+def _library_path() -> str:
+    path = os.environ.get("NGSPICE_LIBRARY_PATH") or ctypes.util.find_library("ngspice")
+    if not path:
+        raise SpiceError("libngspice", "the ngspice shared library was not found "
+                         "(apt-get install libngspice0, or `make setup`)")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _make_class():
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    logging.getLogger("PySpice").setLevel(logging.CRITICAL)
+    from PySpice.Spice.NgSpice import Shared as pyspice_shared
+    from PySpice.Spice.NgSpice.Shared import NgSpiceShared, ffi, ffi_string_utf8
+
+    ffi.cdef((Path(pyspice_shared.__file__).parent / "api.h").read_text())
+
+    class Ngspice(NgSpiceShared):
+        LIBRARY_PATH = _library_path()
+
+        def _load_library(self, verbose):
+            locale.setlocale(locale.LC_NUMERIC, "C")
+            self._ngspice_shared = ffi.dlopen(self.library_path)
+
+        @staticmethod
+        def _send_char(message_c, ngspice_id, user_data):
+            self = ffi.from_handle(user_data)
+            _, _, content = ffi_string_utf8(message_c).partition(" ")
+            self._stdout.append(content)
+            return 0
+
+        @staticmethod
+        def _exit(exit_status, immediate_unloading, quit_exit, ngspice_id, user_data):
+            self = ffi.from_handle(user_data)
+            self._stdout.append(f"ngspice exit request status={exit_status}")
+            return exit_status
+
+        def command(self, text: str) -> list[str]:
+            self._stdout = []
+            self._ngspice_shared.ngSpice_Command(text.encode("ascii"))
+            return list(self._stdout)
+
+        def circuit(self, lines: list[str]) -> tuple[int, list[str]]:
+            self._stdout = []
+            keep = [ffi.new("char[]", (ln or "*").encode("utf8")) for ln in lines] + [ffi.NULL]
+            rc = self._ngspice_shared.ngSpice_Circ(ffi.new("char *[]", keep))
+            return rc, list(self._stdout)
+
+        def vectors(self, plot: str):
+            names = self._ngspice_shared.ngSpice_AllVecs(plot.encode())
+            i, out = 0, []
+            while names[i] != ffi.NULL:
+                name = ffi_string_utf8(names[i])
+                info = self._ngspice_shared.ngGet_Vec_Info(f"{plot}.{name}".encode())
+                n = info.v_length
+                if info.v_compdata == ffi.NULL:
+                    values = np.frombuffer(ffi.buffer(info.v_realdata, n * 8), np.float64).copy()
+                else:
+                    pairs = np.frombuffer(ffi.buffer(info.v_compdata, n * 16), np.float64)
+                    values = pairs[0::2] + 1j * pairs[1::2]
+                vtype = _VTYPES[info.v_type] if info.v_type < len(_VTYPES) else "notype"
+                out.append((name, vtype, values))
+                i += 1
+            return out
+
+        def current_plot(self) -> str:
+            return ffi_string_utf8(self._ngspice_shared.ngSpice_CurPlot())
+
+    return Ngspice
+
+
+def ngspice():
+    """This process's ngspice, started on first use with one thread."""
+    global _instance
+    if _instance is None:
+        _instance = _make_class().new_instance()
+        _instance.command("set num_threads=1")
+    return _instance
+
+
+def _detach() -> None:
+    """Unload the library after a fatal error: ngspice cannot go on, it waits to be detached."""
+    global _instance
+    from PySpice.Spice.NgSpice.Shared import NgSpiceShared, ffi
+    if _instance is not None:
+        ffi.dlclose(_instance._ngspice_shared)
+        type(_instance)._instances.clear()
+        NgSpiceShared._instances.clear()
+        _instance = None
+
+
+def ngspice_version() -> str:
+    return str(ngspice().ngspice_version)
+
+
+def run_shared(deck: Deck) -> SimResult:
+    ng = ngspice()
+    rc, lines = ng.circuit(deck.render([]))
+    try:
+        if rc == 0 and not any("cannot recover" in ln for ln in lines):
+            lines += ng.command("run")
+        plot = ng.current_plot()
+        columns = ng.vectors(plot) if plot.lower() != "const" else []
+        produced = any(len(v) > 0 for _, _, v in columns)
+        raise_for_messages(deck, lines, produced)
+        if rc != 0:
+            raise SpiceError(str(deck.path), f"ngSpice_Circ returned {rc}", "\n".join(lines))
+        columns = [c for c in columns if c[0].lower() in SCALE_NAMES or c[1] != "notype"]
+        return build_result(deck, "shared", ngspice_version(), plot, columns, lines)
+    finally:
+        if any("cannot recover" in ln for ln in lines):
+            _detach()
+        else:
+            ng.command("destroy all")
+            ng.command("remcirc")

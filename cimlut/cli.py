@@ -1,0 +1,144 @@
+"""`cimlut ...`: one command, subcommands that only call the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _kv(items: list[str]) -> dict[str, float | str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"cimlut: expected NAME=VALUE, got {item!r}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _select(ids: list[str]):
+    from .circuits import testbenches
+    tbs = testbenches()
+    if not ids:
+        return tbs
+    chosen = [tb for tb in tbs if tb.id in ids or tb.cell in ids]
+    unknown = [i for i in ids if not any(i in (tb.id, tb.cell) for tb in tbs)]
+    if unknown:
+        raise SystemExit(f"cimlut: unknown testbench or cell {', '.join(unknown)}; "
+                         f"known: {', '.join(tb.id for tb in tbs)}")
+    return chosen
+
+
+def cmd_setup(args) -> int:
+    from .characterize.batch import ngspice_version
+    from .paths import link_models
+    link = link_models()
+    print(f"sky130 models: {link} -> {link.resolve()}")
+    print(f"ngspice: {ngspice_version()}")
+    return 0
+
+
+def cmd_cells(args) -> int:
+    from .circuits import CELLS
+    for cell in CELLS.values():
+        print(f"{cell.name}  ({cell.subckt} in {cell.path.name}) - {cell.doc}")
+        print(f"  cite: {cell.cite}")
+        print("  ports: " + ", ".join(p.name for p in cell.ports))
+        for p in cell.params:
+            print(f"  .param {p.name:10s} = {p.default:<10.4g} {p.unit:6s} {p.doc}")
+        for tb in cell.testbenches:
+            print(f"  testbench {tb.id}: {tb.file} - {tb.doc}")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from .characterize import run
+    res = run(args.deck, backend=args.backend, params=_kv(args.set), corner=args.corner,
+              temp=args.temp)
+    print(f"{res.deck}  [{res.backend}, ngspice-{res.ngspice_version}, {res.plotname}, "
+          f"{len(res.scale.values)} points]")
+    for name, val in res.measures.items():
+        print(f"  {name:20s} {val:.7g}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"deck": res.deck, "measures": res.measures},
+                                              indent=2))
+    return 0
+
+
+def cmd_golden(args) -> int:
+    from .characterize import golden
+    tbs = _select(args.ids)
+    if args.action == "update":
+        for tb in tbs:
+            g = golden.make_golden(tb, backend=args.backend)
+            path = golden.write_golden(g, golden.golden_path(tb, args.dir))
+            print(f"wrote {path}")
+        return 0
+    failed = 0
+    for tb in tbs:
+        report = golden.check_testbench(tb, backend=args.backend, directory=args.dir,
+                                        params=_kv(args.set))
+        print(report.format())
+        failed += not report.passed
+    print(f"golden check: {len(tbs) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_survey(args) -> int:
+    from .characterize.survey import survey
+    survey(Path(args.out), jobs=args.jobs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cimlut", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("setup", help="link the sky130 models for the decks; check ngspice")
+    s.set_defaults(fn=cmd_setup)
+
+    s = sub.add_parser("cells", help="list the cells, their ports, parameters and testbenches")
+    s.set_defaults(fn=cmd_cells)
+
+    s = sub.add_parser("sim", help="simulate one deck and print its .meas results")
+    s.add_argument("deck")
+    s.add_argument("--backend", default="shared", choices=("shared", "subprocess"))
+    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a .param")
+    s.add_argument("--corner", choices=("tt", "ff", "ss", "sf", "fs"))
+    s.add_argument("--temp", type=float, help="circuit temperature, degC")
+    s.add_argument("--json")
+    s.set_defaults(fn=cmd_sim)
+
+    s = sub.add_parser("golden", help="check against or regenerate golden waveforms")
+    s.add_argument("action", choices=("check", "update"))
+    s.add_argument("ids", nargs="*", help="testbench ids or cell names (default: all)")
+    s.add_argument("--backend", default="shared", choices=("shared", "subprocess"))
+    s.add_argument("--dir", type=Path, help="golden folder (default: the shipped data/golden)")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="check with a .param changed (shows what a device change does)")
+    s.set_defaults(fn=cmd_golden)
+
+    s = sub.add_parser("survey", help="simulate every testbench; write a summary and plots")
+    s.add_argument("--out", default="out/survey")
+    s.add_argument("--jobs", type=int, default=2)
+    s.set_defaults(fn=cmd_survey)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .characterize.errors import SpiceError
+    try:
+        return args.fn(args)
+    except (SpiceError, FileNotFoundError, RuntimeError) as exc:
+        print(f"cimlut: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
