@@ -219,6 +219,7 @@ def write_golden(g: Golden, path: Path) -> Path:
             ng = f.create_group("noise_floor")
             for name, per in g.noise.items():
                 ng.attrs[name] = repr({k: float(v) for k, v in per.items()})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
