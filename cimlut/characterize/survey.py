@@ -77,15 +77,33 @@ def _format(summary: dict) -> str:
     return "\n".join(rows)
 
 
+_SI = {"", "V", "A", "s", "J", "C", "F", "S", "W", "Hz", "ohm"}
+
+
 def _eng(value, unit: str) -> str:
+    """Engineering notation for SI units ('7.925 ns'); other units as plain numbers."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "failed"
-    prefixes = [(1e-15, "f"), (1e-12, "p"), (1e-9, "n"), (1e-6, "u"), (1e-3, "m"), (1, "")]
+    if unit not in _SI:
+        return f"{value:.4g} {unit}"
+    prefixes = [(1e-21, "z"), (1e-18, "a"), (1e-15, "f"), (1e-12, "p"), (1e-9, "n"),
+                (1e-6, "u"), (1e-3, "m"), (1, "")]
     a = abs(value)
     for scale, p in reversed(prefixes):
         if a >= scale:
             return f"{value / scale:.4g} {p}{unit}".rstrip()
     return f"{value:.4g} {unit}".rstrip()
+
+
+def _label(ax, axis: str, text: str, unit: str) -> None:
+    """Label an axis; SI units get engineering ticks (ns, uA) instead of 1e-9 offsets."""
+    from matplotlib.ticker import EngFormatter
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    if unit in _SI and unit:
+        target.set_major_formatter(EngFormatter(unit=unit))
+        target.set_label_text(text)
+    else:
+        target.set_label_text(f"{text} [{unit}]" if unit else text)
 
 
 def _plot_signals(tb, res, out: Path) -> str:
@@ -96,9 +114,10 @@ def _plot_signals(tb, res, out: Path) -> str:
     x = res.scale
     for ax, s in zip(axes[:, 0], sigs):
         ax.plot(x.values.real, res[s.name].real, lw=1.2)
-        ax.set_ylabel(f"{s.label}\n[{s.unit}]", fontsize=8)
+        _label(ax, "y", s.label, s.unit)
+        ax.yaxis.label.set_fontsize(8)
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel(f"{x.name} [{x.unit}]")
+    _label(axes[-1, 0], "x", x.name, x.unit)
     fig.suptitle(f"{tb.id}: {tb.doc}", fontsize=9)
     fig.tight_layout()
     path = out / f"{tb.id}.png"
@@ -113,8 +132,8 @@ def _plot_xy(tb, res, out: Path) -> str:
     sig = {s.name: s for s in tb.signals}
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     ax.plot(res[xs].real, res[ys].real, lw=1.2)
-    ax.set_xlabel(f"{sig[xs].label} [{sig[xs].unit}]")
-    ax.set_ylabel(f"{sig[ys].label} [{sig[ys].unit}]")
+    _label(ax, "x", sig[xs].label, sig[xs].unit)
+    _label(ax, "y", sig[ys].label, sig[ys].unit)
     ax.grid(alpha=0.3)
     ax.set_title(f"{tb.id}: {sig[ys].label} vs {sig[xs].label}", fontsize=9)
     fig.tight_layout()
@@ -131,9 +150,15 @@ def _plot_transfer(tb, points, out: Path) -> str:
     punit = {p.name: p.unit for p in tb.params}
     good = [(v, y) for v, y in points if y is not None and not math.isnan(y)]
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    ax.plot([v for v, _ in good], [y for _, y in good], "o-", ms=3)
-    ax.set_xlabel(f"{param} [{punit.get(param, '')}]")
-    ax.set_ylabel(f"{measure} [{units.get(measure, '')}]")
+    ys = [y for _, y in good]
+    ax.plot([v for v, _ in good], ys, "o-", ms=3)
+    _label(ax, "x", param, punit.get(param, ""))
+    _label(ax, "y", measure, units.get(measure, ""))
+    top = max((abs(y) for y in ys), default=0.0)
+    small = [abs(y) for y in ys if 0 < abs(y)]
+    if small and top / min(small) > 1e3:  # spans decades: a linear axis would hide most of it
+        ax.set_yscale("symlog", linthresh=top * 1e-6)
+        ax.set_ylabel(f"{measure} [{units.get(measure, '')}]")
     ax.grid(alpha=0.3)
     ax.set_title(f"{tb.id}: {measure} vs {param}", fontsize=9)
     fig.tight_layout()
