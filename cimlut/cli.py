@@ -89,6 +89,32 @@ def cmd_golden(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_tables(args) -> int:
+    if args.action == "show":
+        from .tablefile import describe
+        for f in args.names:
+            print(describe(Path(f)))
+        return 0
+    from .characterize.spec import load_spec, spec_path
+    from .characterize.sweep import build
+    from .circuits import CELLS
+    from .paths import data_dir
+    names = args.names or [c for c in CELLS if spec_path(c).exists()]
+    out = Path(args.out) if args.out else data_dir() / "tables"
+    specs = []
+    for name in names:
+        path = Path(name) if name.endswith(".toml") else spec_path(name) if name in CELLS else None
+        if path is None:
+            raise SystemExit(f"cimlut: unknown cell {name!r}; known: {', '.join(CELLS)}")
+        specs.append(load_spec(path))  # every spec is checked before anything runs
+    failed = 0
+    for spec in specs:
+        _, summary = build(spec, out, jobs=args.jobs, executor=args.executor,
+                           scheduler=args.scheduler, progress=not args.quiet)
+        failed += summary.failed
+    return 1 if failed else 0
+
+
 def cmd_survey(args) -> int:
     from .characterize.survey import survey
     survey(Path(args.out), jobs=args.jobs)
@@ -123,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check with a .param changed (shows what a device change does)")
     s.set_defaults(fn=cmd_golden)
 
+    s = sub.add_parser("tables", help="build device tables from sweep specs, or show a table file")
+    s.add_argument("action", choices=("build", "show"))
+    s.add_argument("names", nargs="*", help="build: cells or spec files (default: every cell "
+                   "with a tables.toml); show: table files")
+    s.add_argument("--jobs", type=int, default=2, help="worker processes (one ngspice each)")
+    s.add_argument("--executor", default="local", choices=("local", "dask"))
+    s.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786")
+    s.add_argument("--out", help="output folder (default: the shipped data/tables)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_tables)
+
     s = sub.add_parser("survey", help="simulate every testbench; write a summary and plots")
     s.add_argument("--out", default="out/survey")
     s.add_argument("--jobs", type=int, default=2)
@@ -133,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .characterize.errors import SpiceError
+    from .characterize.spec import SpecError
     try:
         return args.fn(args)
-    except (SpiceError, FileNotFoundError, RuntimeError) as exc:
+    except (SpiceError, SpecError, FileNotFoundError, RuntimeError) as exc:
         print(f"cimlut: {exc}", file=sys.stderr)
         return 2
 

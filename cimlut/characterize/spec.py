@@ -1,0 +1,223 @@
+"""Sweep specs: which testbench, which axes, which quantities make a cell's tables.
+
+A spec is a TOML file beside the cell's netlists (`netlists/<cell>/tables.toml`):
+
+    cell = "gaincell_2t"
+
+    [tables.read]
+    testbench = "read"
+    doc = "read charge vs stored voltage and pulse width"
+    corners = ["tt", "ss", "ff"]
+    temperature = { units = "degC", values = [0, 27, 85] }
+    axes.vstore = { units = "V", linspace = [0.0, 0.9, 10] }
+    axes.tpw = { units = "s", values = [2e-9, 5e-9, 10e-9, 15e-9] }
+    quantities.qread = { measure = "qread", units = "C" }
+
+    [tables.retention]
+    testbench = "hold"
+    inner = { name = "time", units = "s", logspace = [-6, -2.7, 25] }
+    quantities.v_sn = { signal = "v(sn)", units = "V" }
+
+Outer axes are deck `.param`s, set point by point; the optional inner axis samples the
+analysis' own scale (time of a .tran, the swept source of a .dc), so one simulation fills
+it. Everything is checked against the deck and the cell declaration before any
+simulation, and every error names the spec file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..circuits import CELLS
+from .deck import CORNERS
+
+
+class SpecError(ValueError):
+    def __init__(self, path: Path, key: str, message: str):
+        self.path, self.key = Path(path), key
+        super().__init__(f"{path}: [{key}] {message}")
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    units: str
+    values: np.ndarray
+    long_name: str = ""
+
+
+@dataclass(frozen=True)
+class Quantity:
+    name: str
+    units: str
+    source: str  # "measure" | "signal"
+    ref: str     # the .meas name or the vector name
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    cell: str
+    testbench: str
+    doc: str
+    corners: tuple[str, ...]
+    temperature: Axis
+    axes: tuple[Axis, ...]
+    inner: Axis | None
+    quantities: tuple[Quantity, ...]
+
+    @property
+    def tb(self):
+        return next(t for t in CELLS[self.cell].testbenches if t.name == self.testbench)
+
+    @property
+    def outer_shape(self) -> tuple[int, ...]:
+        return (len(self.corners), len(self.temperature.values)) + tuple(len(a.values)
+                                                                          for a in self.axes)
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    path: Path
+    cell: str
+    tables: tuple[TableSpec, ...]
+    text: str
+
+
+_TABLE_KEYS = {"testbench", "doc", "corners", "temperature", "axes", "inner", "quantities"}
+_AXIS_KEYS = {"units", "values", "linspace", "logspace", "long_name", "name"}
+
+
+def _values(path, key, d) -> np.ndarray:
+    given = [k for k in ("values", "linspace", "logspace") if k in d]
+    if len(given) != 1:
+        raise SpecError(path, key, "give exactly one of values, linspace, logspace")
+    kind = given[0]
+    try:
+        if kind == "values":
+            vals = np.asarray(d["values"], dtype=float)
+        else:
+            lo, hi, n = d[kind]
+            fn = np.linspace if kind == "linspace" else np.logspace
+            vals = fn(float(lo), float(hi), int(n))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(path, key, f"{kind} must be numbers ([start, stop, count] for "
+                        f"linspace/logspace): {exc}") from None
+    if vals.ndim != 1 or vals.size == 0:
+        raise SpecError(path, key, f"empty range from {kind} = {d[kind]!r}")
+    if not np.all(np.isfinite(vals)):
+        raise SpecError(path, key, "values must be finite")
+    if vals.size > 1 and not (np.all(np.diff(vals) > 0)):
+        raise SpecError(path, key, "values must be strictly increasing")
+    return vals
+
+
+def _axis(path, key, name, d, want_units: str | None) -> Axis:
+    if not isinstance(d, dict):
+        raise SpecError(path, key, "an axis is a table: {units = ..., values|linspace|logspace}")
+    extra = set(d) - _AXIS_KEYS
+    if extra:
+        raise SpecError(path, key, f"unknown key(s) {', '.join(sorted(extra))}")
+    units = d.get("units")
+    if units is None:
+        raise SpecError(path, key, "units missing")
+    if want_units is not None and units != want_units:
+        raise SpecError(path, key, f"unit mismatch: {units!r} given, the deck parameter is "
+                        f"in {want_units!r}")
+    return Axis(name, units, _values(path, key, d), d.get("long_name", name))
+
+
+def load_spec(path: str | Path) -> CellSpec:
+    """Read and check a spec; raise SpecError naming the file and key on the first fault."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(path, "toml", str(exc)) from None
+    cell = raw.get("cell")
+    if cell not in CELLS:
+        raise SpecError(path, "cell", f"unknown cell {cell!r}; known: {', '.join(CELLS)}")
+    extra = set(raw) - {"cell", "tables"}
+    if extra:
+        raise SpecError(path, ", ".join(sorted(extra)), "unknown top-level key(s)")
+    tables = []
+    for tname, t in (raw.get("tables") or {}).items():
+        k = f"tables.{tname}"
+        extra = set(t) - _TABLE_KEYS
+        if extra:
+            raise SpecError(path, k, f"unknown key(s) {', '.join(sorted(extra))}")
+        tbs = {tb.name: tb for tb in CELLS[cell].testbenches}
+        if t.get("testbench") not in tbs:
+            raise SpecError(path, f"{k}.testbench", f"unknown testbench {t.get('testbench')!r};"
+                            f" {cell} has {', '.join(tbs)}")
+        tb = tbs[t["testbench"]]
+        deck = tb.deck()
+        in_deck = deck.default_params()
+        declared = {p.name: p for p in CELLS[cell].params + tb.params}
+        corners = tuple(t.get("corners", ["tt"]))
+        bad = [c for c in corners if c not in CORNERS]
+        if bad or not corners:
+            raise SpecError(path, f"{k}.corners", f"unknown or no corner(s) {bad}; "
+                            f"choose from {', '.join(CORNERS)}")
+        temp = _axis(path, f"{k}.temperature", "temperature",
+                     t.get("temperature", {"units": "degC", "values": [27.0]}), "degC")
+        axes = []
+        for aname, a in (t.get("axes") or {}).items():
+            ak = f"{k}.axes.{aname}"
+            if aname not in in_deck:
+                raise SpecError(path, ak, f"unknown axis: {tb.path.name} has no .param {aname} "
+                                f"(it has {', '.join(sorted(in_deck))})")
+            want = declared[aname].unit if aname in declared else None
+            axes.append(_axis(path, ak, aname, a, want))
+        inner = None
+        if "inner" in t:
+            ik = f"{k}.inner"
+            name = t["inner"].get("name")
+            if not name:
+                raise SpecError(path, ik, "inner axis needs a name")
+            inner = _axis(path, ik, name, t["inner"], None)
+            lo, hi = deck.analysis_range()
+            if inner.values[0] < lo or inner.values[-1] > hi:
+                raise SpecError(path, ik, f"inner axis [{inner.values[0]:g}, "
+                                f"{inner.values[-1]:g}] leaves the analysis range "
+                                f"[{lo:g}, {hi:g}] of {tb.path.name}")
+        quantities = []
+        measures = {m.name: m for m in tb.measures}
+        signals = {s.name: s for s in tb.signals}
+        for qname, q in (t.get("quantities") or {}).items():
+            qk = f"{k}.quantities.{qname}"
+            if ("measure" in q) == ("signal" in q):
+                raise SpecError(path, qk, "give exactly one of measure, signal")
+            if "measure" in q:
+                if q["measure"] not in measures:
+                    raise SpecError(path, qk, f"{tb.path.name} has no .meas {q['measure']!r}")
+                src, ref, unit = "measure", q["measure"], measures[q["measure"]].unit
+            else:
+                if inner is None:
+                    raise SpecError(path, qk, "a signal quantity needs an inner axis")
+                if q["signal"] not in signals:
+                    raise SpecError(path, qk, f"signal {q['signal']!r} is not declared for "
+                                    f"{tb.id} ({', '.join(signals)})")
+                src, ref, unit = "signal", q["signal"], signals[q["signal"]].unit
+            if q.get("units") != unit:
+                raise SpecError(path, qk, f"unit mismatch: {q.get('units')!r} given, "
+                                f"{ref} is in {unit!r}")
+            quantities.append(Quantity(qname, unit, src, ref))
+        if not quantities:
+            raise SpecError(path, f"{k}.quantities", "no quantities")
+        tables.append(TableSpec(tname, cell, tb.name, t.get("doc", tb.doc), corners, temp,
+                                tuple(axes), inner, tuple(quantities)))
+    if not tables:
+        raise SpecError(path, "tables", "no tables")
+    return CellSpec(path, cell, tuple(tables), text)
+
+
+def spec_path(cell: str) -> Path:
+    return CELLS[cell].path.parent / "tables.toml"
+
+

@@ -1,0 +1,231 @@
+"""`tables build`: sweep a cell's spec into its HDF5 tables.
+
+Points are grouped by corner into chunks; a worker process keeps one ngspice `Session` per
+(deck, corner) and runs each point with `alterparam` + `reset`, so the models are parsed
+once per chunk stream, not once per point. A point that fails is retried once in a fresh
+run with robust options (gear, a quarter of the time step, more iterations, gmin and source
+stepping) and then recorded with its status; the build goes on. Every finished chunk is
+stored in the content-hash cache at once, and the table file is replaced atomically at the
+end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..tablefile import STATUS, TableData, write_tables
+from .cache import PointCache
+from .deck import Deck, models_hash
+from .errors import DeckError, DeckParamError, SpiceError
+from .spec import CellSpec, TableSpec
+
+OK, RETRIED, NO_CONV, MEAS_FAILED, ERROR = range(len(STATUS))
+ROBUST = {"method": "gear", "itl1": 500, "itl4": 100, "gminsteps": 100, "srcsteps": 100}
+CHUNK = 16
+
+_session = None  # this worker's (key, Session)
+
+
+def _extract(res, inner, quantities):
+    payload, status = {}, OK
+    for name, source, ref in quantities:
+        if source == "measure":
+            v = float(res.measures.get(ref, math.nan))
+            if math.isnan(v):
+                status = MEAS_FAILED
+            payload[name] = v
+        else:
+            scale = res.scale.values.real
+            payload[name] = np.interp(inner, scale, res[ref].real)
+    return status, payload
+
+
+def run_chunk(deck_path: str, corner: str, inner, quantities, points):
+    """Worker side: [(key, params, temp)] -> [(key, status, payload)]."""
+    global _session
+    from .runner import run
+    from .shared import Session
+    out = []
+    skey = (deck_path, corner)
+    for key, params, temp in points:
+        try:
+            if _session is None or _session[0] != skey or not _session[1].alive:
+                if _session is not None:
+                    _session[1].close()
+                _session = (skey, Session(Deck(deck_path).with_(corner=corner)))
+            res = _session[1].run(params, temp)
+            out.append((key, *_extract(res, inner, quantities)))
+        except (DeckError, DeckParamError):
+            raise
+        except SpiceError as first:
+            if _session is not None:
+                _session[1].close()
+                _session = None
+            try:
+                res = run(Deck(deck_path).with_(params=params, corner=corner, temp=temp,
+                                                options=ROBUST, step_scale=0.25))
+                status, payload = _extract(res, inner, quantities)
+                out.append((key, RETRIED if status == OK else status, payload))
+            except SpiceError as second:
+                why = NO_CONV if "convergence" in type(second).__name__.lower() else ERROR
+                out.append((key, why, {"error": f"{first.message} | retry: {second.message}"}))
+    return out
+
+
+@dataclass
+class BuildSummary:
+    ok: int = 0
+    retried: int = 0
+    failed: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"points ok {self.ok}, retried {self.retried}, failed {self.failed}, "
+                f"from cache {self.cached} ({self.seconds:.1f} s)")
+
+
+def _points(t: TableSpec, deck: Deck):
+    inner = None if t.inner is None else t.inner.values
+    qsig = repr([(q.name, q.source, q.ref) for q in t.quantities]).encode()
+    isig = b"" if inner is None else inner.tobytes()
+    axes = [t.temperature.values] + [a.values for a in t.axes]
+    for ci, corner in enumerate(t.corners):
+        base = deck.with_(corner=corner)
+        for idx in itertools.product(*(range(len(v)) for v in axes)):
+            temp = float(axes[0][idx[0]])
+            params = {a.name: float(a.values[i]) for a, i in zip(t.axes, idx[1:])}
+            h = hashlib.sha256(base.with_(params=params, temp=temp).content_hash().encode())
+            h.update(qsig)
+            h.update(isig)
+            yield (ci, *idx), corner, temp, params, h.hexdigest()
+
+
+def build(spec: CellSpec, out_dir: Path, jobs: int = 2, executor: str = "local",
+          scheduler: str | None = None, progress: bool = True, log=print,
+          chunk: int = CHUNK) -> tuple[Path, BuildSummary]:
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    cache = PointCache(out_dir / ".cache" / f"{spec.cell}.sqlite")
+    summary = BuildSummary()
+    t0 = time.perf_counter()
+    tables, version = [], None
+    try:
+        for t in spec.tables:
+            deck = t.tb.deck()
+            pts = list(_points(t, deck))
+            found = cache.get_many([p[-1] for p in pts])
+            summary.cached += len(found)
+            todo = [p for p in pts if p[-1] not in found]
+            chunks = []
+            for corner in t.corners:
+                mine = [p for p in todo if p[1] == corner]
+                chunks += [mine[i:i + chunk] for i in range(0, len(mine), chunk)]
+            quantities = [(q.name, q.source, q.ref) for q in t.quantities]
+            inner = None if t.inner is None else t.inner.values
+            bar = tqdm(total=len(pts), initial=len(found), desc=f"{spec.cell}.{t.name}",
+                       unit="pt", disable=not progress, dynamic_ncols=True)
+            results = dict(found)
+            calls = [partial(run_chunk, str(deck.path), c[0][1], inner, quantities,
+                             [(p[-1], p[3], p[2]) for p in c]) for c in chunks]
+            for rows in _execute(calls, jobs, executor, scheduler):
+                cache.put_many([r for r in rows if r[1] in (OK, RETRIED, MEAS_FAILED)])
+                for key, status, payload in rows:
+                    results[key] = (status, payload)
+                    summary.ok += status == OK
+                    summary.retried += status == RETRIED
+                    summary.failed += status not in (OK, RETRIED)
+                bar.update(len(rows))
+            bar.close()
+            tables.append(_assemble(t, pts, results))
+        from .batch import ngspice_version
+        version = ngspice_version()
+        attrs = _provenance(spec, version)
+        path = write_tables(out_dir / f"{spec.cell}.h5", tables, attrs)
+    finally:
+        cache.close()
+    summary.seconds = time.perf_counter() - t0
+    log(f"{path}: {summary.line()}")
+    return path, summary
+
+
+def _execute(calls, jobs, executor, scheduler):
+    if not calls:
+        return
+    if executor == "dask":
+        from dask.distributed import Client, as_completed as dask_completed
+        client = Client(scheduler) if scheduler else Client(n_workers=jobs, threads_per_worker=1)
+        try:
+            futures = [client.submit(c, pure=False) for c in calls]
+            for fut in dask_completed(futures):
+                yield fut.result()
+        finally:
+            client.close()
+        return
+    if executor != "local":
+        raise ValueError(f"unknown executor {executor!r}; choose local or dask")
+    from .workers import WorkerPool
+    with WorkerPool(jobs) as pool, ThreadPoolExecutor(len(pool.workers)) as ex:
+        def one(call):
+            w = pool._take()
+            try:
+                return w.call(call, label=call.args[0])
+            finally:
+                pool._give(w)
+        futures = {ex.submit(one, c): c for c in calls}
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except SpiceError as exc:
+                call = futures[fut]
+                yield [(key, ERROR, {"error": exc.message}) for key, _, _ in call.args[4]]
+
+
+def _assemble(t: TableSpec, pts, results) -> TableData:
+    shape = t.outer_shape
+    inner_n = 0 if t.inner is None else len(t.inner.values)
+    status = np.full(shape, ERROR, dtype=np.int8)
+    qs = {}
+    for q in t.quantities:
+        full = shape + ((inner_n,) if q.source == "signal" else ())
+        qs[q.name] = (q.units, np.full(full, np.nan))
+    for idx, _, _, _, key in pts:
+        st, payload = results.get(key, (ERROR, {}))
+        status[idx] = st
+        if st in (OK, RETRIED):
+            for q in t.quantities:
+                qs[q.name][1][idx] = payload[q.name]
+    axes = [("corner", "", "process corner (sky130)", np.array(t.corners, dtype=object)),
+            ("temperature", "degC", "temperature", t.temperature.values)]
+    axes += [(a.name, a.units, a.long_name, a.values) for a in t.axes]
+    if t.inner is not None:
+        axes.append((t.inner.name, t.inner.units, t.inner.long_name, t.inner.values))
+    return TableData(t.name, axes, qs, status, 2 + len(t.axes),
+                     {"testbench": t.tb.id, "doc": t.doc, "deck": t.tb.path.name,
+                      "deck_sha256": t.tb.deck().content_hash()})
+
+
+def _provenance(spec: CellSpec, version: str) -> dict:
+    from ..circuits import CELLS
+    cell = CELLS[spec.cell]
+    h = hashlib.sha256(cell.path.read_bytes())
+    for tb in cell.testbenches:
+        h.update(tb.path.read_bytes())
+    return {"cell": spec.cell, "netlist_sha256": h.hexdigest(),
+            "models_sha256": models_hash(cell.path.parent), "ngspice_version": version,
+            "options": json.dumps({"num_threads": 1, "retry_options": ROBUST}),
+            "spec": spec.text, "spec_file": spec.path.name, "cimlut_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat()}

@@ -1,0 +1,108 @@
+"""The HDF5 table format, shared by the writer (characterize) and the reader (models).
+
+One file per cell, one group per table. Each axis is a 1-D dataset made an h5py dimension
+scale with `units` and `long_name` (the corner axis holds strings and is never
+interpolated); each quantity is an N-D float dataset with the scales attached and `units`;
+`status` (int8, CF flag attributes) says per outer point whether the values are real (NaN
+where not). xarray opens every group with named dims: `xr.open_dataset(f, group=name,
+engine="h5netcdf")`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+STATUS = ("ok", "retried_ok", "no_convergence", "measure_failed", "error")
+
+
+@dataclass
+class TableData:
+    """A table in memory: named axes (outer first, inner last), quantities, status."""
+    name: str
+    axes: list[tuple[str, str, str, np.ndarray]]  # (name, units, long_name, values)
+    quantities: dict[str, tuple[str, np.ndarray]]  # name -> (units, values over the axes)
+    status: np.ndarray                              # over the outer axes
+    outer_dims: int
+    attrs: dict = field(default_factory=dict)
+
+
+def write_tables(path: Path, tables: list[TableData], attrs: dict) -> Path:
+    """Write beside, then rename: a killed build leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update({"schema_version": SCHEMA_VERSION, **attrs})
+            for t in tables:
+                _write_group(f.create_group(t.name), t)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _write_group(g: h5py.Group, t: TableData) -> None:
+    g.attrs.update(t.attrs)
+    scales = []
+    for name, units, long_name, values in t.axes:
+        if values.dtype.kind in "OUS":
+            ds = g.create_dataset(name, data=np.asarray(values, dtype=object),
+                                  dtype=h5py.string_dtype())
+        else:
+            ds = g.create_dataset(name, data=np.asarray(values, dtype=float))
+        ds.make_scale(name)
+        ds.attrs.update(units=units, long_name=long_name)
+        scales.append(ds)
+    for qname, (units, values) in t.quantities.items():
+        ds = g.create_dataset(qname, data=values, compression="gzip", shuffle=True)
+        ds.attrs.update(units=units, long_name=qname)
+        for i, sc in enumerate(scales[: values.ndim]):
+            ds.dims[i].attach_scale(sc)
+            ds.dims[i].label = t.axes[i][0]
+    st = g.create_dataset("status", data=t.status.astype(np.int8), compression="gzip")
+    st.attrs.update(flag_values=np.arange(len(STATUS), dtype=np.int8),
+                    flag_meanings=" ".join(STATUS), long_name="per-point simulation status")
+    for i, sc in enumerate(scales[: t.outer_dims]):
+        st.dims[i].attach_scale(sc)
+        st.dims[i].label = t.axes[i][0]
+
+
+def describe(path: Path) -> str:
+    """Axes with units, quantities, status counts and provenance of a table file."""
+    rows = [str(path)]
+    with h5py.File(path, "r") as f:
+        for k in ("schema_version", "cell", "cimlut_version", "ngspice_version", "created",
+                  "netlist_sha256", "models_sha256", "spec_file"):
+            if k in f.attrs:
+                rows.append(f"  {k}: {f.attrs[k]}")
+        for name, g in f.items():
+            rows.append(f"  table {name}: {g.attrs.get('doc', '')} [{g.attrs.get('testbench', '')}]")
+            for ds in g.values():
+                if ds.is_scale:
+                    v = ds[()]
+                    if v.dtype.kind in "OS":
+                        span = ", ".join(x.decode() if isinstance(x, bytes) else str(x) for x in v)
+                    else:
+                        span = f"{v.min():.4g} .. {v.max():.4g}"
+                    rows.append(f"    axis {ds.name.split('/')[-1]:12s} {len(v):4d} "
+                                f"[{ds.attrs.get('units', '')}] {span}")
+            for ds in g.values():
+                if not ds.is_scale and ds.name.split("/")[-1] != "status":
+                    dims = ", ".join(d.label or "?" for d in ds.dims)
+                    rows.append(f"    {ds.name.split('/')[-1]:17s} ({dims}) [{ds.attrs['units']}]")
+            st = g["status"][()]
+            counts = ", ".join(f"{STATUS[i]} {int((st == i).sum())}" for i in range(len(STATUS))
+                               if (st == i).any())
+            rows.append(f"    status: {counts}")
+    return "\n".join(rows)

@@ -1,0 +1,115 @@
+"""Characterization core: spec checks, in-session sweeps, cache, table files."""
+
+import dataclasses
+import textwrap
+
+import numpy as np
+import pytest
+
+from cimlut.characterize import run
+from cimlut.characterize.shared import Session
+from cimlut.characterize.spec import SpecError, load_spec, spec_path
+from cimlut.characterize.sweep import build
+from cimlut.circuits import CELLS
+
+
+def tb(cell, name):
+    return next(t for t in CELLS[cell].testbenches if t.name == name)
+
+
+def write_spec(tmp_path, body):
+    p = tmp_path / "tables.toml"
+    p.write_text(textwrap.dedent(body))
+    return p
+
+
+GOOD = """
+cell = "gaincell_2t"
+[tables.read]
+testbench = "read"
+corners = ["tt", "ss"]
+temperature = { units = "degC", values = [27, 85] }
+axes.vstore = { units = "V", values = [0.5, 0.7, 0.9] }
+quantities.qread = { measure = "qread", units = "C" }
+[tables.retention]
+testbench = "hold"
+corners = ["tt"]
+axes.vinit = { units = "V", values = [0.4, 0.8] }
+inner = { name = "time", units = "s", logspace = [-6, -3, 4] }
+quantities.v_sn = { signal = "v(sn)", units = "V" }
+"""
+
+
+@pytest.mark.parametrize("change,key,words", [
+    (("axes.vstore", "axes.vfoo"), "tables.read.axes.vfoo", "unknown axis"),
+    (('axes.vstore = { units = "V"', 'axes.vstore = { units = "mV"'), "tables.read.axes.vstore",
+     "unit mismatch"),
+    (("values = [0.5, 0.7, 0.9]", "values = []"), "tables.read.axes.vstore", "empty range"),
+    (('measure = "qread", units = "C"', 'measure = "qread", units = "A"'),
+     "tables.read.quantities.qread", "unit mismatch"),
+    (('testbench = "read"', 'testbench = "reed"'), "tables.read.testbench", "unknown testbench"),
+    (('corners = ["tt", "ss"]', 'corners = ["tt", "xx"]'), "tables.read.corners", "unknown"),
+    (("logspace = [-6, -3, 4]", "logspace = [-6, -1, 4]"), "tables.retention.inner",
+     "leaves the analysis range"),
+])
+def test_bad_specs_are_rejected_naming_file_and_key(tmp_path, change, key, words):
+    p = write_spec(tmp_path, GOOD.replace(*change))
+    with pytest.raises(SpecError) as info:
+        load_spec(p)
+    assert info.value.key == key and words in str(info.value) and str(p) in str(info.value)
+
+
+def test_shipped_specs_load():
+    for cell in CELLS:
+        if spec_path(cell).exists():
+            spec = load_spec(spec_path(cell))
+            assert spec.tables and all(t.quantities for t in spec.tables)
+
+
+def test_session_points_equal_fresh_runs():
+    t = tb("rram_1t1r", "read")
+    s = Session(t.deck(corner="ss"))
+    try:
+        for params, temp in [({"gini": 0.3}, None), ({"gini": 1.2}, 85.0)]:
+            a = s.run(params, temp)
+            b = run(t.deck(params=params, temp=temp, corner="ss"))
+            assert a.measures == b.measures
+            np.testing.assert_array_equal(a["v(icell)"], b["v(icell)"])
+    finally:
+        s.close()
+
+
+def test_build_writes_tables_that_match_spice_and_resumes_from_cache(tmp_path):
+    import xarray as xr
+    spec = load_spec(write_spec(tmp_path, GOOD))
+    path, first = build(spec, tmp_path / "out", jobs=2, progress=False, chunk=3)
+    assert first.ok == 14 and first.cached == 0 and first.failed == 0
+    ds = xr.open_dataset(path, group="read", engine="h5netcdf")
+    assert ds.qread.dims == ("corner", "temperature", "vstore")
+    assert ds.qread.attrs["units"] == "C" and ds.vstore.attrs["units"] == "V"
+    assert list(ds.corner.values) == ["tt", "ss"] and int(ds.status.sum()) == 0
+    fresh = run(tb("gaincell_2t", "read").deck(params={"vstore": 0.7}, corner="ss", temp=85))
+    assert float(ds.qread.sel(corner="ss", temperature=85, vstore=0.7)) == fresh.measures["qread"]
+    rt = xr.open_dataset(path, group="retention", engine="h5netcdf")
+    assert rt.v_sn.dims == ("corner", "temperature", "vinit", "time")
+    assert np.all(np.diff(rt.v_sn.values[0, 0], axis=-1) < 0)   # decays along time
+    _, again = build(spec, tmp_path / "out", jobs=2, progress=False)
+    assert again.cached == 14 and again.ok == 0
+    edited = dataclasses.replace(spec, tables=(dataclasses.replace(
+        spec.tables[0], temperature=dataclasses.replace(
+            spec.tables[0].temperature, values=np.array([27.0, 50.0, 85.0]))),
+        spec.tables[1]))
+    _, third = build(edited, tmp_path / "out", jobs=2, progress=False)
+    assert third.cached == 14 and third.ok == 6                 # only the new column ran
+
+
+def test_killed_table_write_leaves_the_old_file(tmp_path):
+    from cimlut.tablefile import TableData, write_tables
+    t = TableData("x", [("corner", "", "c", np.array(["tt"], dtype=object))],
+                  {"q": ("V", np.ones(1))}, np.zeros(1), 1)
+    path = write_tables(tmp_path / "c.h5", [t], {"cell": "c"})
+    before = path.read_bytes()
+    bad = TableData("x", t.axes, {"q": ("V", np.array([object()]))}, np.zeros(1), 1)
+    with pytest.raises(Exception):
+        write_tables(path, [bad], {"cell": "c"})
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
