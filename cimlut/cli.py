@@ -90,6 +90,27 @@ def cmd_golden(args) -> int:
 
 
 def cmd_tables(args) -> int:
+    from .paths import data_dir
+    if args.action == "check":
+        import h5py
+
+        from .characterize.check import check_table, format_report
+        where = Path(args.out) if args.out else data_dir() / "tables"
+        results, fails = {}, 0
+        for name in args.names or [p.stem for p in sorted(where.glob("*.h5"))]:
+            cell, _, only = name.partition(".")
+            path = where / f"{cell}.h5"
+            if not path.exists():
+                raise SystemExit(f"cimlut: no table file {path}; run `cimlut tables build {cell}`")
+            with h5py.File(path, "r") as f:
+                names = [only] if only else list(f)
+            for t in names:
+                rep = check_table(path, t, points=args.points, seed=args.seed, jobs=args.jobs)
+                results[f"{cell}.{t}"] = rep
+                print(format_report(f"{cell}.{t}", rep))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return 0
     if args.action == "show":
         from .tablefile import describe
         for f in args.names:
@@ -98,7 +119,6 @@ def cmd_tables(args) -> int:
     from .characterize.spec import load_spec, spec_path
     from .characterize.sweep import build
     from .circuits import CELLS
-    from .paths import data_dir
     names = args.names or [c for c in CELLS if spec_path(c).exists()]
     out = Path(args.out) if args.out else data_dir() / "tables"
     specs = []
@@ -150,14 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_golden)
 
     s = sub.add_parser("tables", help="build device tables from sweep specs, or show a table file")
-    s.add_argument("action", choices=("build", "show"))
+    s.add_argument("action", choices=("build", "show", "check"))
     s.add_argument("names", nargs="*", help="build: cells or spec files (default: every cell "
                    "with a tables.toml); show: table files")
     s.add_argument("--jobs", type=int, default=2, help="worker processes (one ngspice each)")
     s.add_argument("--executor", default="local", choices=("local", "dask"))
     s.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786")
-    s.add_argument("--out", help="output folder (default: the shipped data/tables)")
+    s.add_argument("--out", help="table folder (default: the shipped data/tables)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--points", type=int, default=20, help="check: random off-grid points")
+    s.add_argument("--seed", type=int, default=0, help="check: random seed")
+    s.add_argument("--json", help="check: write the figures to this file")
     s.set_defaults(fn=cmd_tables)
 
     s = sub.add_parser("survey", help="simulate every testbench; write a summary and plots")

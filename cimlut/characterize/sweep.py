@@ -215,7 +215,10 @@ def _assemble(t: TableSpec, pts, results) -> TableData:
         axes.append((t.inner.name, t.inner.units, t.inner.long_name, t.inner.values))
     return TableData(t.name, axes, qs, status, 2 + len(t.axes),
                      {"testbench": t.tb.id, "doc": t.doc, "deck": t.tb.path.name,
-                      "deck_sha256": t.tb.deck().content_hash()})
+                      "deck_sha256": t.tb.deck().content_hash(),
+                      "quantities": json.dumps([(q.name, q.source, q.ref) for q in t.quantities]),
+                      "inner_axis": "" if t.inner is None else t.inner.name,
+                      "param_axes": json.dumps([a.name for a in t.axes])})
 
 
 def _provenance(spec: CellSpec, version: str) -> dict:
