@@ -111,6 +111,15 @@ def cmd_tables(args) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
         return 0
+    if args.action == "plot":
+        from .characterize.plots import plot_tables
+        where = Path(args.out) if args.out else data_dir() / "tables"
+        dest = Path(args.plots)
+        for name in args.names or [p.stem for p in sorted(where.glob("*.h5"))]:
+            path = Path(name) if name.endswith(".h5") else where / f"{name}.h5"
+            for p in plot_tables(path, dest):
+                print(f"wrote {p}")
+        return 0
     if args.action == "show":
         from .tablefile import describe
         for f in args.names:
@@ -170,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_golden)
 
     s = sub.add_parser("tables", help="build device tables from sweep specs, or show a table file")
-    s.add_argument("action", choices=("build", "show", "check"))
+    s.add_argument("action", choices=("build", "show", "check", "plot"))
     s.add_argument("names", nargs="*", help="build: cells or spec files (default: every cell "
                    "with a tables.toml); show: table files")
     s.add_argument("--jobs", type=int, default=2, help="worker processes (one ngspice each)")
@@ -181,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--points", type=int, default=20, help="check: random off-grid points")
     s.add_argument("--seed", type=int, default=0, help="check: random seed")
     s.add_argument("--json", help="check: write the figures to this file")
+    s.add_argument("--plots", default="out/tables", help="plot: folder for the PNGs")
     s.set_defaults(fn=cmd_tables)
 
     s = sub.add_parser("survey", help="simulate every testbench; write a summary and plots")

@@ -31,6 +31,25 @@ class TableData:
     status: np.ndarray                              # over the outer axes
     outer_dims: int
     attrs: dict = field(default_factory=dict)
+    axis_interp: dict[str, str] = field(default_factory=dict)
+    quantity_interp: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+
+def to_interp_space(values: np.ndarray, interp: str, floor: float = 0.0) -> np.ndarray:
+    """Map values to the space in which the table is interpolated linearly."""
+    if interp == "log":
+        return np.log(values)
+    if interp == "asinh":
+        return np.arcsinh(values / floor)
+    return values
+
+
+def from_interp_space(values: np.ndarray, interp: str, floor: float = 0.0) -> np.ndarray:
+    if interp == "log":
+        return np.exp(values)
+    if interp == "asinh":
+        return np.sinh(values) * floor
+    return values
 
 
 def write_tables(path: Path, tables: list[TableData], attrs: dict) -> Path:
@@ -62,11 +81,13 @@ def _write_group(g: h5py.Group, t: TableData) -> None:
         else:
             ds = g.create_dataset(name, data=np.asarray(values, dtype=float))
         ds.make_scale(name)
-        ds.attrs.update(units=units, long_name=long_name)
+        ds.attrs.update(units=units, long_name=long_name,
+                        interp=t.axis_interp.get(name, "linear"))
         scales.append(ds)
     for qname, (units, values) in t.quantities.items():
         ds = g.create_dataset(qname, data=values, compression="gzip", shuffle=True)
-        ds.attrs.update(units=units, long_name=qname)
+        interp, floor = t.quantity_interp.get(qname, ("linear", 0.0))
+        ds.attrs.update(units=units, long_name=qname, interp=interp, interp_floor=floor)
         for i, sc in enumerate(scales[: values.ndim]):
             ds.dims[i].attach_scale(sc)
             ds.dims[i].label = t.axes[i][0]

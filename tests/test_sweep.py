@@ -113,3 +113,88 @@ def test_killed_table_write_leaves_the_old_file(tmp_path):
     with pytest.raises(Exception):
         write_tables(path, [bad], {"cell": "c"})
     assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+
+
+def test_dask_local_cluster_gives_the_same_tables(tmp_path):
+    import h5py
+    from dask.distributed import LocalCluster
+
+    spec = load_spec(write_spec(tmp_path, GOOD))
+    local, _ = build(spec, tmp_path / "local", jobs=2, progress=False, chunk=4)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        dask, summary = build(spec, tmp_path / "dask", executor="dask",
+                              scheduler=cluster.scheduler_address, progress=False, chunk=4)
+    assert summary.ok == 14 and summary.failed == 0
+    with h5py.File(local) as a, h5py.File(dask) as b:
+        for table in ("read", "retention"):
+            for name in a[table]:
+                np.testing.assert_array_equal(a[table][name][()], b[table][name][()])
+
+
+def test_killed_build_resumes_and_the_old_table_stays_readable(tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    import h5py
+
+    first = GOOD.split("[tables.retention]")[0]
+    spec = write_spec(tmp_path, first)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cimlut.cli", "tables", "build", str(spec), "--out", str(out),
+           "--jobs", "1", "--quiet"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    table = out / "gaincell_2t.h5"
+    old = table.read_bytes()
+    spec.write_text(first.replace("values = [0.5, 0.7, 0.9]",
+                                  "linspace = [0.3, 0.9, 25]").replace("[27, 85]", "[0, 27, 85]"))
+    db = out / ".cache" / "gaincell_2t.sqlite"
+    with sqlite3.connect(db) as c:
+        base = c.execute("SELECT COUNT(*) FROM points").fetchone()[0]  # the first build's
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        with sqlite3.connect(db) as c:
+            done = c.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+        if done >= base + 32:
+            break
+        assert table.read_bytes() == old
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert table.read_bytes() == old
+    with h5py.File(table) as f:
+        assert f["read/qread"].shape == (2, 2, 3)
+    res = subprocess.run(cmd[:-1], check=True, capture_output=True, text=True)
+    line = [ln for ln in res.stdout.splitlines() if "points ok" in ln][-1]
+    cached = int(line.split("from cache ")[1].split()[0])
+    ran = int(line.split("points ok ")[1].split(",")[0])
+    assert cached >= done - base >= 32 and cached + ran == 2 * 3 * 25
+    with h5py.File(table) as f:
+        assert f["read/qread"].shape == (2, 3, 25) and int(f["read/status"][()].sum()) == 0
+
+
+def test_build_from_empty_cache_reproduces_the_shipped_tables(tmp_path):
+    import h5py
+
+    from cimlut.paths import data_dir
+
+    spec = load_spec(spec_path("charge_to_pulse"))
+    t = spec.tables[0]
+    temps = t.temperature.values
+    sub = dataclasses.replace(spec, tables=(dataclasses.replace(
+        t, corners=("ss",), temperature=dataclasses.replace(t.temperature, values=temps[-1:])),))
+    path, s = build(sub, tmp_path, jobs=2, progress=False)
+    assert s.cached == 0 and s.failed == 0
+    with h5py.File(path) as new, h5py.File(data_dir() / "tables" / "charge_to_pulse.h5") as old:
+        ci = [c.decode() for c in old["transfer/corner"][()]].index("ss")
+        for q in ("tpulse", "econv"):
+            np.testing.assert_allclose(new[f"transfer/{q}"][0, 0], old[f"transfer/{q}"][ci, -1],
+                                       rtol=1e-6, atol=0)

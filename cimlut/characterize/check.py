@@ -19,6 +19,7 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
 from ..circuits import CELLS
+from ..tablefile import from_interp_space, to_interp_space
 from .sweep import OK, RETRIED, _execute, run_chunk
 
 
@@ -28,22 +29,30 @@ def _load(path: Path, table: str):
         quantities = json.loads(g.attrs["quantities"])
         params = json.loads(g.attrs["param_axes"])
         inner = g.attrs["inner_axis"] or None
-        axes = {n: g[n][()] for n in ["temperature", *params] + ([inner] if inner else [])}
+        names = ["temperature", *params] + ([inner] if inner else [])
+        axes = {n: g[n][()] for n in names}
+        axis_interp = {n: g[n].attrs.get("interp", "linear") for n in names}
+        q_interp = {q: (g[q].attrs.get("interp", "linear"), float(g[q].attrs.get("interp_floor", 0)))
+                    for q, _, _ in quantities}
         corners = [c.decode() if isinstance(c, bytes) else c for c in g["corner"][()]]
         data = {q: g[q][()] for q, _, _ in quantities}
         cell, tbname = g.attrs["testbench"].split(".")
     tb = next(t for t in CELLS[cell].testbenches if t.name == tbname)
-    return tb, corners, params, inner, axes, quantities, data
+    return tb, corners, params, inner, axes, quantities, data, axis_interp, q_interp
 
 
 def check_table(path: Path, table: str, points: int = 20, seed: int = 0, jobs: int = 2):
-    tb, corners, params, inner, axes, quantities, data = _load(Path(path), table)
+    tb, corners, params, inner, axes, quantities, data, axis_interp, q_interp = _load(
+        Path(path), table)
     rng = np.random.default_rng(seed)
     outer = ["temperature", *params]
     draws = []
     for i in range(points):
         ci = int(rng.integers(len(corners)))
-        vals = {n: float(rng.uniform(axes[n].min(), axes[n].max())) for n in outer}
+        vals = {}
+        for n in outer:  # uniform in the space the axis is interpolated in
+            lo, hi = to_interp_space(np.array([axes[n].min(), axes[n].max()]), axis_interp[n])
+            vals[n] = float(from_interp_space(np.array(rng.uniform(lo, hi)), axis_interp[n]))
         draws.append((ci, vals))
     chunks = {}
     for i, (ci, vals) in enumerate(draws):
@@ -57,25 +66,26 @@ def check_table(path: Path, table: str, points: int = 20, seed: int = 0, jobs: i
             sims[int(key)] = (status, payload)
     report = {}
     for qname, _, _ in quantities:
-        grid_axes = [axes[n] for n in outer] + ([axes[inner]] if inner and data[qname].ndim
-                                                 > 1 + len(outer) else [])
+        names = outer + ([inner] if inner and data[qname].ndim > 1 + len(outer) else [])
+        grid_axes = [to_interp_space(axes[n], axis_interp[n]) for n in names]
+        qi, qf = q_interp[qname]
         keep = [k for k, a in enumerate(grid_axes) if len(a) > 1]
         table_vals, sim_vals = [], []
         for i, (ci, vals) in enumerate(draws):
             status, payload = sims.get(i, (None, {}))
             if status not in (OK, RETRIED):
                 continue
-            arr = data[qname][ci]
+            arr = to_interp_space(data[qname][ci], qi, qf)
             arr = arr.reshape([len(a) for a in grid_axes])
             arr = arr.squeeze(tuple(k for k in range(arr.ndim) if k not in keep))
             interp = RegularGridInterpolator([grid_axes[k] for k in keep], arr)
-            coords = [vals[n] for n in outer]
+            coords = [float(to_interp_space(np.array(vals[n]), axis_interp[n])) for n in outer]
             if len(grid_axes) > len(outer):
                 pts = np.array([[*coords, x] for x in grid_axes[-1]])
             else:
                 pts = np.array([coords])
             pts = pts[:, keep]
-            table_vals.append(np.atleast_1d(interp(pts)))
+            table_vals.append(np.atleast_1d(from_interp_space(interp(pts), qi, qf)))
             sim_vals.append(np.atleast_1d(payload[qname]))
         report[qname] = _errors(np.concatenate(table_vals) if table_vals else np.array([]),
                                 np.concatenate(sim_vals) if sim_vals else np.array([]),

@@ -48,6 +48,7 @@ class Axis:
     units: str
     values: np.ndarray
     long_name: str = ""
+    interp: str = "linear"  # "log": interpolate in log(axis); for decades-wide axes
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Quantity:
     units: str
     source: str  # "measure" | "signal"
     ref: str     # the .meas name or the vector name
+    interp: str = "linear"  # "log" (positive values) | "asinh" (log-like, sign-safe)
+    floor: float = 0.0      # asinh scale: linear below it, logarithmic above
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ class CellSpec:
 
 
 _TABLE_KEYS = {"testbench", "doc", "corners", "temperature", "axes", "inner", "quantities"}
-_AXIS_KEYS = {"units", "values", "linspace", "logspace", "long_name", "name"}
+_AXIS_KEYS = {"units", "values", "linspace", "logspace", "long_name", "name", "interp"}
+_QUANTITY_KEYS = {"measure", "signal", "units", "interp", "floor"}
 
 
 def _values(path, key, d) -> np.ndarray:
@@ -128,7 +132,13 @@ def _axis(path, key, name, d, want_units: str | None) -> Axis:
     if want_units is not None and units != want_units:
         raise SpecError(path, key, f"unit mismatch: {units!r} given, the deck parameter is "
                         f"in {want_units!r}")
-    return Axis(name, units, _values(path, key, d), d.get("long_name", name))
+    values = _values(path, key, d)
+    interp = d.get("interp", "linear")
+    if interp not in ("linear", "log"):
+        raise SpecError(path, key, f"interp must be linear or log, not {interp!r}")
+    if interp == "log" and values[0] <= 0:
+        raise SpecError(path, key, "interp = log needs positive values")
+    return Axis(name, units, values, d.get("long_name", name), interp)
 
 
 def load_spec(path: str | Path) -> CellSpec:
@@ -191,6 +201,12 @@ def load_spec(path: str | Path) -> CellSpec:
         signals = {s.name: s for s in tb.signals}
         for qname, q in (t.get("quantities") or {}).items():
             qk = f"{k}.quantities.{qname}"
+            extra = set(q) - _QUANTITY_KEYS
+            if extra:
+                raise SpecError(path, qk, f"unknown key(s) {', '.join(sorted(extra))}")
+            interp, floor = q.get("interp", "linear"), float(q.get("floor", 0.0))
+            if interp not in ("linear", "log", "asinh") or (interp == "asinh" and floor <= 0):
+                raise SpecError(path, qk, "interp must be linear, log, or asinh with floor > 0")
             if ("measure" in q) == ("signal" in q):
                 raise SpecError(path, qk, "give exactly one of measure, signal")
             if "measure" in q:
@@ -207,7 +223,7 @@ def load_spec(path: str | Path) -> CellSpec:
             if q.get("units") != unit:
                 raise SpecError(path, qk, f"unit mismatch: {q.get('units')!r} given, "
                                 f"{ref} is in {unit!r}")
-            quantities.append(Quantity(qname, unit, src, ref))
+            quantities.append(Quantity(qname, unit, src, ref, interp, floor))
         if not quantities:
             raise SpecError(path, f"{k}.quantities", "no quantities")
         tables.append(TableSpec(tname, cell, tb.name, t.get("doc", tb.doc), corners, temp,

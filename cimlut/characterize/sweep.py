@@ -218,7 +218,10 @@ def _assemble(t: TableSpec, pts, results) -> TableData:
                       "deck_sha256": t.tb.deck().content_hash(),
                       "quantities": json.dumps([(q.name, q.source, q.ref) for q in t.quantities]),
                       "inner_axis": "" if t.inner is None else t.inner.name,
-                      "param_axes": json.dumps([a.name for a in t.axes])})
+                      "param_axes": json.dumps([a.name for a in t.axes])},
+                     axis_interp={a.name: a.interp for a in t.axes + (t.temperature,)
+                                  + ((t.inner,) if t.inner else ())},
+                     quantity_interp={q.name: (q.interp, q.floor) for q in t.quantities})
 
 
 def _provenance(spec: CellSpec, version: str) -> dict:
