@@ -33,6 +33,8 @@ class TableData:
     attrs: dict = field(default_factory=dict)
     axis_interp: dict[str, str] = field(default_factory=dict)
     quantity_interp: dict[str, tuple[str, float]] = field(default_factory=dict)
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)  # Monte Carlo draws
+    montecarlo: str = ""
 
 
 def to_interp_space(values: np.ndarray, interp: str, floor: float = 0.0) -> np.ndarray:
@@ -91,6 +93,14 @@ def _write_group(g: h5py.Group, t: TableData) -> None:
         for i, sc in enumerate(scales[: values.ndim]):
             ds.dims[i].attach_scale(sc)
             ds.dims[i].label = t.axes[i][0]
+    if t.per_sample:
+        g.attrs["montecarlo"] = t.montecarlo
+        sample = g["sample"]
+        for name, values in t.per_sample.items():
+            ds = g.create_dataset(name, data=values)
+            ds.attrs.update(units="", long_name=f"drawn {name[3:]} of each Monte Carlo device")
+            ds.dims[0].attach_scale(sample)
+            ds.dims[0].label = "sample"
     st = g.create_dataset("status", data=t.status.astype(np.int8), compression="gzip")
     st.attrs.update(flag_values=np.arange(len(STATUS), dtype=np.int8),
                     flag_meanings=" ".join(STATUS), long_name="per-point simulation status")

@@ -198,3 +198,33 @@ def test_build_from_empty_cache_reproduces_the_shipped_tables(tmp_path):
         for q in ("tpulse", "econv"):
             np.testing.assert_allclose(new[f"transfer/{q}"][0, 0], old[f"transfer/{q}"][ci, -1],
                                        rtol=1e-6, atol=0)
+
+
+def test_a_point_that_fails_is_retried_then_recorded_and_the_chunk_goes_on(decks, monkeypatch):
+    from cimlut.characterize import shared, sweep
+    deck = str(decks / "fragile.cir")
+    q = [("vn_max", "measure", "vn_max")]
+    rows = sweep.run_chunk(deck, "tt", None, q, [("a", {"gain": 3.0}, None),
+                                                 ("b", {"gain": 1e4}, None),
+                                                 ("c", {"gain": 3.0}, 85.0)])
+    status = {k: s for k, s, _ in rows}
+    assert status == {"a": sweep.OK, "b": sweep.NO_CONV, "c": sweep.OK}
+    bad = next(p for k, _, p in rows if k == "b")
+    assert "retry:" in bad["error"] and "imestep too small" in bad["error"]
+
+    real = shared.Session
+
+    class Flaky(real):  # the in-session run fails for one point; the robust re-run is real
+        def run(self, params, temp=None):
+            if params.get("vmax") == 1.7:
+                from cimlut.characterize import ConvergenceError
+                raise ConvergenceError(deck, "forced in-session failure")
+            return super().run(params, temp)
+
+    monkeypatch.setattr(shared, "Session", Flaky)
+    monkeypatch.setattr(sweep, "_session", None)
+    rows = sweep.run_chunk(deck, "tt", None, q, [("x", {"vmax": 1.7}, None),
+                                                 ("y", {"vmax": 1.6}, None)])
+    assert [s for _, s, _ in rows] == [sweep.RETRIED, sweep.OK]
+    direct = run(decks / "fragile.cir", params={"vmax": 1.7}).measures["vn_max"]
+    assert rows[0][2]["vn_max"] == pytest.approx(direct, rel=1e-3)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..circuits import CELLS
-from .deck import CORNERS
+from .deck import CORNERS, spice_number
 
 
 class SpecError(ValueError):
@@ -62,6 +62,32 @@ class Quantity:
 
 
 @dataclass(frozen=True)
+class MonteCarlo:
+    """Seeded device-to-device spread: sample k draws every parameter from
+    numpy.random.default_rng([seed, k]), so a sample does not change when more are added."""
+    seed: int
+    samples: int
+    params: tuple[tuple[str, str, float, float], ...]  # (name, "rel"|"abs", nominal, sigma)
+
+    def draw(self, k: int) -> dict[str, float]:
+        import numpy as np
+        rng = np.random.default_rng([self.seed, k])
+        out = {}
+        for name, kind, nominal, sigma in self.params:
+            z = rng.standard_normal()
+            out[name] = nominal * float(np.exp(sigma * z)) if kind == "rel" else nominal + sigma * z
+        return out
+
+
+PROCEDURES = {
+    # name: (testbench, outputs {name: units}, settings with defaults)
+    "program_verify": ("set", {"g_reached": "S", "pulses": "1", "energy": "J"},
+                       {"vp": 1.8, "tpw": 1e-3, "vwl_start": 0.8, "vwl_step": 0.02,
+                        "vwl_max": 1.3, "gini": 1.7, "tol": 0.05, "max_pulses": 30}),
+}
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     cell: str
@@ -72,6 +98,9 @@ class TableSpec:
     axes: tuple[Axis, ...]
     inner: Axis | None
     quantities: tuple[Quantity, ...]
+    montecarlo: MonteCarlo | None = None
+    procedure: str | None = None
+    settings: tuple[tuple[str, float], ...] = ()
 
     @property
     def tb(self):
@@ -79,8 +108,9 @@ class TableSpec:
 
     @property
     def outer_shape(self) -> tuple[int, ...]:
-        return (len(self.corners), len(self.temperature.values)) + tuple(len(a.values)
-                                                                          for a in self.axes)
+        mc = (self.montecarlo.samples,) if self.montecarlo else ()
+        return (len(self.corners), len(self.temperature.values)) + tuple(
+            len(a.values) for a in self.axes) + mc
 
 
 @dataclass(frozen=True)
@@ -91,9 +121,10 @@ class CellSpec:
     text: str
 
 
-_TABLE_KEYS = {"testbench", "doc", "corners", "temperature", "axes", "inner", "quantities"}
+_TABLE_KEYS = {"testbench", "doc", "corners", "temperature", "axes", "inner", "quantities",
+               "montecarlo", "procedure", "settings"}
 _AXIS_KEYS = {"units", "values", "linspace", "logspace", "long_name", "name", "interp"}
-_QUANTITY_KEYS = {"measure", "signal", "units", "interp", "floor"}
+_QUANTITY_KEYS = {"measure", "signal", "procedure", "units", "interp", "floor"}
 
 
 def _values(path, key, d) -> np.ndarray:
@@ -162,6 +193,21 @@ def load_spec(path: str | Path) -> CellSpec:
         if extra:
             raise SpecError(path, k, f"unknown key(s) {', '.join(sorted(extra))}")
         tbs = {tb.name: tb for tb in CELLS[cell].testbenches}
+        procedure, settings = t.get("procedure"), ()
+        if procedure is not None:
+            if procedure not in PROCEDURES:
+                raise SpecError(path, f"{k}.procedure", f"unknown procedure {procedure!r}; "
+                                f"known: {', '.join(PROCEDURES)}")
+            ptb, _, defaults = PROCEDURES[procedure]
+            if t.get("testbench", ptb) != ptb:
+                raise SpecError(path, f"{k}.testbench", f"{procedure} runs testbench {ptb!r}")
+            t = {**t, "testbench": ptb}
+            given = t.get("settings", {})
+            bad = set(given) - set(defaults)
+            if bad:
+                raise SpecError(path, f"{k}.settings", f"unknown setting(s) {', '.join(sorted(bad))};"
+                                f" {procedure} takes {', '.join(defaults)}")
+            settings = tuple((n, float(given.get(n, v))) for n, v in defaults.items())
         if t.get("testbench") not in tbs:
             raise SpecError(path, f"{k}.testbench", f"unknown testbench {t.get('testbench')!r};"
                             f" {cell} has {', '.join(tbs)}")
@@ -179,6 +225,9 @@ def load_spec(path: str | Path) -> CellSpec:
         axes = []
         for aname, a in (t.get("axes") or {}).items():
             ak = f"{k}.axes.{aname}"
+            if procedure == "program_verify" and aname == "target":
+                axes.append(_axis(path, ak, aname, a, "S"))
+                continue
             if aname not in in_deck:
                 raise SpecError(path, ak, f"unknown axis: {tb.path.name} has no .param {aname} "
                                 f"(it has {', '.join(sorted(in_deck))})")
@@ -207,9 +256,15 @@ def load_spec(path: str | Path) -> CellSpec:
             interp, floor = q.get("interp", "linear"), float(q.get("floor", 0.0))
             if interp not in ("linear", "log", "asinh") or (interp == "asinh" and floor <= 0):
                 raise SpecError(path, qk, "interp must be linear, log, or asinh with floor > 0")
-            if ("measure" in q) == ("signal" in q):
-                raise SpecError(path, qk, "give exactly one of measure, signal")
-            if "measure" in q:
+            if sum(x in q for x in ("measure", "signal", "procedure")) != 1:
+                raise SpecError(path, qk, "give exactly one of measure, signal, procedure")
+            if "procedure" in q:
+                outputs = PROCEDURES[procedure][1] if procedure else {}
+                if q["procedure"] not in outputs:
+                    raise SpecError(path, qk, f"{q['procedure']!r} is not an output of "
+                                    f"{procedure or 'a non-procedure table'}")
+                src, ref, unit = "procedure", q["procedure"], outputs[q["procedure"]]
+            elif "measure" in q:
                 if q["measure"] not in measures:
                     raise SpecError(path, qk, f"{tb.path.name} has no .meas {q['measure']!r}")
                 src, ref, unit = "measure", q["measure"], measures[q["measure"]].unit
@@ -226,8 +281,36 @@ def load_spec(path: str | Path) -> CellSpec:
             quantities.append(Quantity(qname, unit, src, ref, interp, floor))
         if not quantities:
             raise SpecError(path, f"{k}.quantities", "no quantities")
+        if procedure == "program_verify" and "target" not in {a.name for a in axes}:
+            raise SpecError(path, f"{k}.axes", "program_verify needs a target axis (S)")
+        mc = None
+        if "montecarlo" in t:
+            mk, m = f"{k}.montecarlo", t["montecarlo"]
+            try:
+                seed, samples = int(m["seed"]), int(m["samples"])
+            except (KeyError, TypeError, ValueError):
+                raise SpecError(path, mk, "needs integer seed and samples") from None
+            if samples < 1:
+                raise SpecError(path, mk, "samples must be >= 1")
+            drawn = []
+            for pname, d in sorted((m.get("params") or {}).items()):
+                if pname not in in_deck:
+                    raise SpecError(path, f"{mk}.params.{pname}", f"{tb.path.name} has no "
+                                    f".param {pname}")
+                if pname in {a.name for a in axes}:
+                    raise SpecError(path, f"{mk}.params.{pname}", "is also a swept axis")
+                kinds = [x for x in ("rel_sigma", "sigma") if x in d]
+                if len(kinds) != 1 or float(d[kinds[0]]) < 0:
+                    raise SpecError(path, f"{mk}.params.{pname}", "give rel_sigma (lognormal) "
+                                    "or sigma (normal, in the parameter's units), >= 0")
+                nominal = spice_number(in_deck[pname])
+                drawn.append((pname, "rel" if kinds[0] == "rel_sigma" else "abs", nominal,
+                              float(d[kinds[0]])))
+            if not drawn:
+                raise SpecError(path, f"{mk}.params", "no parameters to vary")
+            mc = MonteCarlo(seed, samples, tuple(drawn))
         tables.append(TableSpec(tname, cell, tb.name, t.get("doc", tb.doc), corners, temp,
-                                tuple(axes), inner, tuple(quantities)))
+                                tuple(axes), inner, tuple(quantities), mc, procedure, settings))
     if not tables:
         raise SpecError(path, "tables", "no tables")
     return CellSpec(path, cell, tuple(tables), text)

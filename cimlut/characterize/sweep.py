@@ -84,6 +84,50 @@ def run_chunk(deck_path: str, corner: str, inner, quantities, points):
     return out
 
 
+def run_pv_chunk(deck_path: str, corner: str, settings, quantities, points):
+    """Worker side of program-and-verify: from the high-resistance state, SET pulses of
+    amplitude vp and width tpw with the word line (the compliance current) stepped up from
+    vwl_start by vwl_step (capped at vwl_max), each followed by a verify read, until the
+    read conductance reaches target (1 - tol) or max_pulses ran. In this model SET is a
+    runaway limited by the compliance, so the word line, not the bit-line amplitude, sets
+    the level. The gap is carried from pulse to pulse; energies add up."""
+    global _session
+    from .shared import Session
+    cfg = dict(settings)
+    out = []
+    skey = (deck_path, corner)
+    for key, params, temp in points:
+        params = dict(params)
+        target = params.pop("target")
+        try:
+            if _session is None or _session[0] != skey or not _session[1].alive:
+                if _session is not None:
+                    _session[1].close()
+                _session = (skey, Session(Deck(deck_path).with_(corner=corner)))
+            gap, vwl, energy, g, n = cfg["gini"], cfg["vwl_start"], 0.0, 0.0, 0
+            while n < int(cfg["max_pulses"]):
+                res = _session[1].run({**params, "gini": gap, "vp": cfg["vp"],
+                                       "tpw": cfg["tpw"], "vwl": vwl}, temp)
+                n += 1
+                m = res.measures
+                energy += m["energy"]
+                gap, g = m["gap_end"], m["g_after"]
+                if g >= target * (1 - cfg["tol"]):
+                    break
+                vwl = min(vwl + cfg["vwl_step"], cfg["vwl_max"])
+            payload = {"g_reached": g, "pulses": float(n), "energy": energy}
+            out.append((key, OK, {q: payload[ref] for q, _, ref in quantities}))
+        except (DeckError, DeckParamError):
+            raise
+        except SpiceError as exc:
+            if _session is not None:
+                _session[1].close()
+                _session = None
+            out.append((key, NO_CONV if "Convergence" in type(exc).__name__ else ERROR,
+                        {"error": exc.message}))
+    return out
+
+
 @dataclass
 class BuildSummary:
     ok: int = 0
@@ -101,15 +145,24 @@ def _points(t: TableSpec, deck: Deck):
     inner = None if t.inner is None else t.inner.values
     qsig = repr([(q.name, q.source, q.ref) for q in t.quantities]).encode()
     isig = b"" if inner is None else inner.tobytes()
+    psig = repr((t.procedure, t.settings)).encode()
     axes = [t.temperature.values] + [a.values for a in t.axes]
+    if t.montecarlo:
+        axes.append(np.arange(t.montecarlo.samples))
+    draws = [t.montecarlo.draw(k) for k in range(t.montecarlo.samples)] if t.montecarlo else []
     for ci, corner in enumerate(t.corners):
         base = deck.with_(corner=corner)
         for idx in itertools.product(*(range(len(v)) for v in axes)):
             temp = float(axes[0][idx[0]])
             params = {a.name: float(a.values[i]) for a, i in zip(t.axes, idx[1:])}
-            h = hashlib.sha256(base.with_(params=params, temp=temp).content_hash().encode())
+            if t.montecarlo:
+                params.update(draws[idx[-1]])
+            deck_params = {k: v for k, v in params.items() if k != "target"}
+            h = hashlib.sha256(base.with_(params=deck_params, temp=temp).content_hash().encode())
             h.update(qsig)
             h.update(isig)
+            h.update(psig)
+            h.update(repr(params.get("target")).encode())
             yield (ci, *idx), corner, temp, params, h.hexdigest()
 
 
@@ -139,8 +192,12 @@ def build(spec: CellSpec, out_dir: Path, jobs: int = 2, executor: str = "local",
             bar = tqdm(total=len(pts), initial=len(found), desc=f"{spec.cell}.{t.name}",
                        unit="pt", disable=not progress, dynamic_ncols=True)
             results = dict(found)
-            calls = [partial(run_chunk, str(deck.path), c[0][1], inner, quantities,
-                             [(p[-1], p[3], p[2]) for p in c]) for c in chunks]
+            if t.procedure == "program_verify":
+                calls = [partial(run_pv_chunk, str(deck.path), c[0][1], t.settings, quantities,
+                                 [(p[-1], p[3], p[2]) for p in c]) for c in chunks]
+            else:
+                calls = [partial(run_chunk, str(deck.path), c[0][1], inner, quantities,
+                                 [(p[-1], p[3], p[2]) for p in c]) for c in chunks]
             for rows in _execute(calls, jobs, executor, scheduler):
                 cache.put_many([r for r in rows if r[1] in (OK, RETRIED, MEAS_FAILED)])
                 for key, status, payload in rows:
@@ -211,17 +268,31 @@ def _assemble(t: TableSpec, pts, results) -> TableData:
     axes = [("corner", "", "process corner (sky130)", np.array(t.corners, dtype=object)),
             ("temperature", "degC", "temperature", t.temperature.values)]
     axes += [(a.name, a.units, a.long_name, a.values) for a in t.axes]
+    extra = {}
+    if t.montecarlo:
+        axes.append(("sample", "", f"Monte Carlo device (seed {t.montecarlo.seed})",
+                     np.arange(t.montecarlo.samples, dtype=float)))
+        for name, kind, nominal, sigma in t.montecarlo.params:
+            extra[f"mc_{name}"] = np.array([t.montecarlo.draw(k)[name]
+                                            for k in range(t.montecarlo.samples)])
     if t.inner is not None:
         axes.append((t.inner.name, t.inner.units, t.inner.long_name, t.inner.values))
-    return TableData(t.name, axes, qs, status, 2 + len(t.axes),
+    return TableData(t.name, axes, qs, status, 2 + len(t.axes) + bool(t.montecarlo),
                      {"testbench": t.tb.id, "doc": t.doc, "deck": t.tb.path.name,
                       "deck_sha256": t.tb.deck().content_hash(),
                       "quantities": json.dumps([(q.name, q.source, q.ref) for q in t.quantities]),
                       "inner_axis": "" if t.inner is None else t.inner.name,
-                      "param_axes": json.dumps([a.name for a in t.axes])},
+                      "param_axes": json.dumps([a.name for a in t.axes]
+                                               + (["sample"] if t.montecarlo else [])),
+                      "procedure": t.procedure or "",
+                      "settings": json.dumps(dict(t.settings))},
                      axis_interp={a.name: a.interp for a in t.axes + (t.temperature,)
                                   + ((t.inner,) if t.inner else ())},
-                     quantity_interp={q.name: (q.interp, q.floor) for q in t.quantities})
+                     quantity_interp={q.name: (q.interp, q.floor) for q in t.quantities},
+                     per_sample=extra,
+                     montecarlo="" if not t.montecarlo else json.dumps(
+                         {"seed": t.montecarlo.seed, "samples": t.montecarlo.samples,
+                          "params": t.montecarlo.params}))
 
 
 def _provenance(spec: CellSpec, version: str) -> dict:
