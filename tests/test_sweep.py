@@ -77,6 +77,14 @@ def test_session_points_equal_fresh_runs():
             np.testing.assert_array_equal(a["v(icell)"], b["v(icell)"])
     finally:
         s.close()
+    s = Session(t.deck(corner="tt", temp=27.0))  # reset must restore the deck's own .temp
+    try:
+        seq = [s.run({"gini": 0.5}, T).measures["iread"] for T in (27.0, 85.0, 27.0, 0.0)]
+    finally:
+        s.close()
+    fresh = {T: run(t.deck(params={"gini": 0.5}, temp=T)).measures["iread"] for T in (0.0, 27.0, 85.0)}
+    assert seq == [fresh[27.0], fresh[85.0], fresh[27.0], fresh[0.0]]
+    assert len(set(fresh.values())) == 3
 
 
 def test_build_writes_tables_that_match_spice_and_resumes_from_cache(tmp_path):

@@ -189,7 +189,7 @@ class Session:
         for name, value in params.items():
             lines += ng.command(f"alterparam {name}={float(value)!r}")
         lines += ng.command("reset")
-        if temp is not None:
+        if temp is not None and temp != self.deck.temp:  # reset restores the deck's .temp
             lines += ng.command(f"option temp={float(temp)!r}")
         lines += ng.command("run")
         point = self.deck.with_(params=params, temp=temp)

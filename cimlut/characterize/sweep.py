@@ -64,7 +64,8 @@ def run_chunk(deck_path: str, corner: str, inner, quantities, points):
             if _session is None or _session[0] != skey or not _session[1].alive:
                 if _session is not None:
                     _session[1].close()
-                _session = (skey, Session(Deck(deck_path).with_(corner=corner)))
+                # the first point's temperature goes into the deck: no `option temp` per point
+                _session = (skey, Session(Deck(deck_path).with_(corner=corner, temp=temp)))
             res = _session[1].run(params, temp)
             out.append((key, *_extract(res, inner, quantities)))
         except (DeckError, DeckParamError):
