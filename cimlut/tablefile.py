@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,23 +55,30 @@ def from_interp_space(values: np.ndarray, interp: str, floor: float = 0.0) -> np
     return values
 
 
-def write_tables(path: Path, tables: list[TableData], attrs: dict) -> Path:
-    """Write beside, then rename: a killed build leaves the old file intact."""
+@contextmanager
+def atomic_h5(path: Path):
+    """An HDF5 file written beside `path` and renamed over it only when complete: a killed
+    or failed write leaves the old file as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs.update({"schema_version": SCHEMA_VERSION, **attrs})
-            for t in tables:
-                _write_group(f.create_group(t.name), t)
+            yield f
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def write_tables(path: Path, tables: list[TableData], attrs: dict) -> Path:
+    with atomic_h5(path) as f:
+        f.attrs.update({"schema_version": SCHEMA_VERSION, **attrs})
+        for t in tables:
+            _write_group(f.create_group(t.name), t)
+    return Path(path)
 
 
 def _write_group(g: h5py.Group, t: TableData) -> None:

@@ -13,9 +13,7 @@ sits at 1/SAFETY of the limit and a real device change stands out above it.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +22,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..tablefile import atomic_h5
 from .deck import Deck
 from .errors import SpiceError
 from .result import SimResult
@@ -192,39 +191,29 @@ def calibrate(nominal: SimResult, variants: dict[str, SimResult], signals: list[
 # ---------------------------------------------------------------- files
 
 def write_golden(g: Golden, path: Path) -> Path:
-    """Atomic: write beside, then rename; a killed write leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(schema_version=SCHEMA, testbench=g.testbench, deck=g.deck,
-                           deck_sha256=g.deck_sha256, ngspice_version=g.ngspice_version,
-                           cimlut_version=g.cimlut_version,
-                           created=g.created or datetime.now(timezone.utc).isoformat())
-            sc = f.create_dataset("scale", data=g.scale, compression="gzip", shuffle=True)
-            sc.attrs.update(name=g.scale_name, units=g.scale_unit)
-            sg = f.create_group("signals")
-            for name, (unit, vals) in g.signals.items():
-                ds = sg.create_dataset(_key(name), data=vals, compression="gzip", shuffle=True)
-                t = g.signal_tol[name]
-                ds.attrs.update(name=name, units=unit, rtol=t.rtol, atol=t.atol,
-                                norm_limit=t.norm_limit, max_limit=t.max_limit)
-            mg = f.create_group("measures")
-            for name, (unit, val) in g.measures.items():
-                ds = mg.create_dataset(_key(name), data=val)
-                t = g.measure_tol[name]
-                ds.attrs.update(name=name, units=unit, rtol=t.rtol, atol=t.atol)
-            ng = f.create_group("noise_floor")
-            for name, per in g.noise.items():
-                ng.attrs[name] = repr({k: float(v) for k, v in per.items()})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Atomic: a killed write leaves the old golden."""
+    with atomic_h5(path) as f:
+        f.attrs.update(schema_version=SCHEMA, testbench=g.testbench, deck=g.deck,
+                       deck_sha256=g.deck_sha256, ngspice_version=g.ngspice_version,
+                       cimlut_version=g.cimlut_version,
+                       created=g.created or datetime.now(timezone.utc).isoformat())
+        sc = f.create_dataset("scale", data=g.scale, compression="gzip", shuffle=True)
+        sc.attrs.update(name=g.scale_name, units=g.scale_unit)
+        sg = f.create_group("signals")
+        for name, (unit, vals) in g.signals.items():
+            ds = sg.create_dataset(_key(name), data=vals, compression="gzip", shuffle=True)
+            t = g.signal_tol[name]
+            ds.attrs.update(name=name, units=unit, rtol=t.rtol, atol=t.atol,
+                            norm_limit=t.norm_limit, max_limit=t.max_limit)
+        mg = f.create_group("measures")
+        for name, (unit, val) in g.measures.items():
+            ds = mg.create_dataset(_key(name), data=val)
+            t = g.measure_tol[name]
+            ds.attrs.update(name=name, units=unit, rtol=t.rtol, atol=t.atol)
+        ng = f.create_group("noise_floor")
+        for name, per in g.noise.items():
+            ng.attrs[name] = repr({k: float(v) for k, v in per.items()})
+    return Path(path)
 
 
 def read_golden(path: Path) -> Golden:

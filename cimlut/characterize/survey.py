@@ -106,6 +106,14 @@ def _label(ax, axis: str, text: str, unit: str) -> None:
         target.set_label_text(f"{text} [{unit}]" if unit else text)
 
 
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def _plot_signals(tb, res, out: Path) -> str:
     import matplotlib.pyplot as plt
     sigs = [s for s in tb.signals if s.name in res.vectors]
@@ -119,11 +127,7 @@ def _plot_signals(tb, res, out: Path) -> str:
         ax.grid(alpha=0.3)
     _label(axes[-1, 0], "x", x.name, x.unit)
     fig.suptitle(f"{tb.id}: {tb.doc}", fontsize=9)
-    fig.tight_layout()
-    path = out / f"{tb.id}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return _save(fig, out / f"{tb.id}.png")
 
 
 def _plot_xy(tb, res, out: Path) -> str:
@@ -136,11 +140,7 @@ def _plot_xy(tb, res, out: Path) -> str:
     _label(ax, "y", sig[ys].label, sig[ys].unit)
     ax.grid(alpha=0.3)
     ax.set_title(f"{tb.id}: {sig[ys].label} vs {sig[xs].label}", fontsize=9)
-    fig.tight_layout()
-    path = out / f"{tb.id}.xy.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return _save(fig, out / f"{tb.id}.xy.png")
 
 
 def _plot_transfer(tb, points, out: Path) -> str:
@@ -161,10 +161,6 @@ def _plot_transfer(tb, points, out: Path) -> str:
         ax.set_ylabel(f"{measure} [{units.get(measure, '')}]")
     ax.grid(alpha=0.3)
     ax.set_title(f"{tb.id}: {measure} vs {param}", fontsize=9)
-    fig.tight_layout()
-    path = out / f"{tb.id}.transfer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return _save(fig, out / f"{tb.id}.transfer.png")
 
 

@@ -52,28 +52,38 @@ def _extract(res, inner, quantities):
     return status, payload
 
 
+def _session_for(deck_path: str, corner: str, temp):
+    """This worker's ngspice session for (deck, corner), loaded on first use; the first
+    point's temperature goes into the deck, so points at it need no `option temp`."""
+    global _session
+    from .shared import Session
+    skey = (deck_path, corner)
+    if _session is None or _session[0] != skey or not _session[1].alive:
+        if _session is not None:
+            _session[1].close()
+        _session = (skey, Session(Deck(deck_path).with_(corner=corner, temp=temp)))
+    return _session[1]
+
+
+def _drop_session() -> None:
+    global _session
+    if _session is not None:
+        _session[1].close()
+        _session = None
+
+
 def run_chunk(deck_path: str, corner: str, inner, quantities, points):
     """Worker side: [(key, params, temp)] -> [(key, status, payload)]."""
-    global _session
     from .runner import run
-    from .shared import Session
     out = []
-    skey = (deck_path, corner)
     for key, params, temp in points:
         try:
-            if _session is None or _session[0] != skey or not _session[1].alive:
-                if _session is not None:
-                    _session[1].close()
-                # the first point's temperature goes into the deck: no `option temp` per point
-                _session = (skey, Session(Deck(deck_path).with_(corner=corner, temp=temp)))
-            res = _session[1].run(params, temp)
+            res = _session_for(deck_path, corner, temp).run(params, temp)
             out.append((key, *_extract(res, inner, quantities)))
         except (DeckError, DeckParamError):
             raise
         except SpiceError as first:
-            if _session is not None:
-                _session[1].close()
-                _session = None
+            _drop_session()
             try:
                 res = run(Deck(deck_path).with_(params=params, corner=corner, temp=temp,
                                                 options=ROBUST, step_scale=0.25))
@@ -92,22 +102,16 @@ def run_pv_chunk(deck_path: str, corner: str, settings, quantities, points):
     read conductance reaches target (1 - tol) or max_pulses ran. In this model SET is a
     runaway limited by the compliance, so the word line, not the bit-line amplitude, sets
     the level. The gap is carried from pulse to pulse; energies add up."""
-    global _session
-    from .shared import Session
     cfg = dict(settings)
     out = []
-    skey = (deck_path, corner)
     for key, params, temp in points:
         params = dict(params)
         target = params.pop("target")
         try:
-            if _session is None or _session[0] != skey or not _session[1].alive:
-                if _session is not None:
-                    _session[1].close()
-                _session = (skey, Session(Deck(deck_path).with_(corner=corner)))
+            session = _session_for(deck_path, corner, temp)
             gap, vwl, energy, g, n = cfg["gini"], cfg["vwl_start"], 0.0, 0.0, 0
             while n < int(cfg["max_pulses"]):
-                res = _session[1].run({**params, "gini": gap, "vp": cfg["vp"],
+                res = session.run({**params, "gini": gap, "vp": cfg["vp"],
                                        "tpw": cfg["tpw"], "vwl": vwl}, temp)
                 n += 1
                 m = res.measures
@@ -121,9 +125,7 @@ def run_pv_chunk(deck_path: str, corner: str, settings, quantities, points):
         except (DeckError, DeckParamError):
             raise
         except SpiceError as exc:
-            if _session is not None:
-                _session[1].close()
-                _session = None
+            _drop_session()
             out.append((key, NO_CONV if "Convergence" in type(exc).__name__ else ERROR,
                         {"error": exc.message}))
     return out
@@ -237,13 +239,7 @@ def _execute(calls, jobs, executor, scheduler):
         raise ValueError(f"unknown executor {executor!r}; choose local or dask")
     from .workers import WorkerPool
     with WorkerPool(jobs) as pool, ThreadPoolExecutor(len(pool.workers)) as ex:
-        def one(call):
-            w = pool._take()
-            try:
-                return w.call(call, label=call.args[0])
-            finally:
-                pool._give(w)
-        futures = {ex.submit(one, c): c for c in calls}
+        futures = {ex.submit(pool.call, c, c.args[0]): c for c in calls}
         for fut in as_completed(futures):
             try:
                 yield fut.result()

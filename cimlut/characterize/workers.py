@@ -116,6 +116,14 @@ class WorkerPool:
         finally:
             self._give(w)
 
+    def call(self, fn, label: str = "call"):
+        """Run a picklable callable on a free worker (a chunk of a sweep, for instance)."""
+        w = self._take()
+        try:
+            return w.call(fn, label)
+        finally:
+            self._give(w)
+
     def map(self, decks: Iterable[Deck]) -> list[SimResult | Exception]:
         def one(d):
             try:
