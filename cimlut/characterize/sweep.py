@@ -227,7 +227,8 @@ def _execute(calls, jobs, executor, scheduler):
         return
     if executor == "dask":
         from dask.distributed import Client, as_completed as dask_completed
-        client = Client(scheduler) if scheduler else Client(n_workers=jobs, threads_per_worker=1)
+        client = Client(scheduler) if scheduler else Client(n_workers=jobs, threads_per_worker=1,
+                                                            dashboard_address=None)
         try:
             futures = [client.submit(c, pure=False) for c in calls]
             for fut in dask_completed(futures):
