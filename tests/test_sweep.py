@@ -236,3 +236,23 @@ def test_a_point_that_fails_is_retried_then_recorded_and_the_chunk_goes_on(decks
     assert [s for _, s, _ in rows] == [sweep.RETRIED, sweep.OK]
     direct = run(decks / "fragile.cir", params={"vmax": 1.7}).measures["vn_max"]
     assert rows[0][2]["vn_max"] == pytest.approx(direct, rel=1e-3)
+
+
+def test_check_plot_and_show_on_a_small_table(tmp_path, capsys):
+    from cimlut.characterize.check import check_table
+    from cimlut.cli import main
+
+    spec = load_spec(write_spec(tmp_path, GOOD))
+    path, _ = build(spec, tmp_path / "out", jobs=2, progress=False)
+    rep = check_table(path, "read", points=4, seed=3)["qread"]
+    assert rep["points"] == 4 and rep["values"] == 4
+    # three stored voltages 0.2 V apart on an exponential: interpolation must visibly miss
+    assert 0.01 < rep["rms_rel"] < 10 and rep["max_abs"] > 0
+    ret = check_table(path, "retention", points=3, seed=3)["v_sn"]
+    assert ret["values"] == 3 * 4 and np.isfinite(ret["rms_abs"])
+    assert main(["tables", "plot", str(path), "--plots", str(tmp_path / "png")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "png").glob("*.png"))
+    assert pngs == ["gaincell_2t.read.qread.png", "gaincell_2t.retention.v_sn.png"]
+    assert main(["tables", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "axis vstore" in out and "[V]" in out and "status: ok 12" in out
