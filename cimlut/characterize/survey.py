@@ -46,7 +46,9 @@ def survey(out: Path, jobs: int = 2, log=print) -> dict:
         pts = [(v, r) for (t, v, _), r in zip(sweeps, swept) if t is tb]
         entry = summary["testbenches"][tb.id]
         param, _, measure = tb.transfer
-        entry["transfer"] = {"param": param, "measure": measure,
+        units = {m.name: m.unit for m in tb.measures} | {p.name: p.unit for p in tb.params}
+        entry["transfer"] = {"param": param, "measure": measure, "param_unit": units.get(param, ""),
+                             "measure_unit": units.get(measure, ""),
                              "points": [[v, None if isinstance(r, Exception)
                                          else r.measures.get(measure, math.nan)] for v, r in pts]}
         entry["transfer_plot"] = _plot_transfer(tb, entry["transfer"]["points"], out)
@@ -71,8 +73,8 @@ def _format(summary: dict) -> str:
             rows.append(f"    {name:18s} {_eng(m['value'], m['unit'])}")
         if "transfer" in e:
             tr = e["transfer"]
-            pts = ", ".join(f"{_eng(v, '')}->{_eng(y, '')}" for v, y in tr["points"]
-                            if y is not None)
+            pts = ", ".join(f"{_eng(v, tr['param_unit'])} -> {_eng(y, tr['measure_unit'])}"
+                            for v, y in tr["points"] if y is not None)
             rows.append(f"    transfer {tr['measure']} vs {tr['param']}: {pts}")
     return "\n".join(rows)
 
