@@ -37,7 +37,7 @@ def run_batch(deck: Deck, timeout: float | None = None) -> SimResult:
     with tempfile.TemporaryDirectory(prefix="cimlut-") as tmp:
         raw = Path(tmp) / "out.raw"
         cir = Path(tmp) / f"{deck.name}.cir"
-        control = [".control", "set num_threads=1", "set filetype=binary", "run",
+        control = [".control", "set num_threads=1", "set ng_nomodcheck", "set filetype=binary", "run",
                    f"write {raw}", "quit 0", ".endc"]
         cir.write_text("\n".join(deck.render(control)) + "\n")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -108,6 +108,7 @@ def ngspice():
     if _instance is None:
         _instance = _make_class().new_instance()
         _instance.command("set num_threads=1")
+        _instance.command("set ng_nomodcheck")  # no bsim4v5.out model-check files in the cwd
     return _instance
 
 
