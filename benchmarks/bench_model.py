@@ -1,0 +1,103 @@
+"""Analog vs digital forward time on the same model and tokens, and table lookups per second,
+measured side by side in one run (these machines are noisy: compare ratios, not seconds).
+
+Targets: analog forward <= 2x digital on CPU; >= 100 M lookups/s for a 3-axis table on one
+thread (gaincell_2t.read: temperature, stored voltage, pulse width).
+
+    python benchmarks/bench_model.py [--model smollm2] [--tokens 512] [--repeat 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from cimlut.models import zoo
+from cimlut.models.calibrate import calibrate_ranges
+from cimlut.models.config import HardwareConfig
+from cimlut.models.convert import convert
+from cimlut.models.evaluate import token_ids
+from cimlut.models.table import Table
+from cimlut.paths import data_dir
+
+
+def interleaved(fns: dict, repeat: int) -> dict:
+    """Median seconds of each function, run in turns so that load drifts hit all alike."""
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_lookups(n: int, repeat: int) -> None:
+    t = Table.load(data_dir() / "tables" / "gaincell_2t.h5", "read", "tt")
+    g = torch.Generator().manual_seed(0)
+    temp = torch.rand(n, generator=g) * 85
+    vs = torch.rand(n, generator=g) * 0.9
+    tpw = 1e-9 + torch.rand(n, generator=g) * 14e-9
+    ref = t("qread", temperature=temp[:100_000], vstore=vs[:100_000], tpw=tpw[:100_000])
+    fns = {}
+    for name, kw in (("eager float64 (Table.__call__)", None),
+                     ("compiled float32", dict(dtype=torch.float32)),
+                     ("compiled float64 index", dict(dtype=torch.float64))):
+        if kw is None:
+            fns[name] = lambda: t("qread", temperature=temp, vstore=vs, tpw=tpw)
+            continue
+        f = t.interpolator("qread", **kw)
+        y = f(temp, vs, tpw)  # compile outside the timing
+        err = float(((y[:100_000] - ref).abs() / ref.abs().clamp_min(1e-17)).max())
+        print(f"  {name:32s} max rel. error vs float64 path {err:.2e}")
+        fns[name] = lambda f=f: f(temp, vs, tpw)
+    res = interleaved(fns, repeat)
+    for k, s in res.items():
+        print(f"  {k:32s} {n / s / 1e6:8.1f} M lookups/s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--tokens", type=int, default=512)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lookups", type=int, default=4_000_000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    print(f"table lookups, 3-axis gaincell_2t.read, {args.lookups:,} random points, 1 thread:")
+    torch.set_num_threads(1)
+    bench_lookups(args.lookups, args.repeat)
+    torch.set_num_threads(args.threads)
+
+    lm = zoo.load(args.model)
+    ids = token_ids(lm.tokenizer, args.tokens)
+    held = token_ids(lm.tokenizer, 128, offset=args.tokens)
+    models = {"digital": lm.model}
+    for analog in ("linear", "attention", "both"):
+        for enc in (("pulse_width",) if analog == "attention" else ("pulse_width", "bit_serial")):
+            cfg = HardwareConfig(analog=analog, input_encoding=enc)
+            m, conv = convert(lm.model, cfg)
+            with conv.ledger.paused():
+                calibrate_ranges(m, conv, held)
+            models[f"{analog}/{enc}" if analog != "attention" else analog] = m
+    fns = {}
+    for k, m in models.items():
+        def fwd(m=m):
+            with torch.no_grad():
+                m(ids)
+        fwd()  # warm-up
+        fns[k] = fwd
+    res = interleaved(fns, args.repeat)
+    print(f"\n{args.model} forward, {args.tokens} tokens, {args.threads} thread(s), "
+          f"median of {args.repeat} interleaved runs:")
+    for k, s in res.items():
+        print(f"  {k:28s} {s:8.3f} s   {s / res['digital']:5.2f}x digital")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,522 @@
+"""Gain-cell attention (Leroux et al., arXiv 2409.19315): one layer's softmax(QK^T/sqrt d)V
+replaced by charge sums in gain-cell arrays and a charge-to-pulse HardSigmoid, with every
+device behaviour read from the tables; plus the digital references it is judged against.
+
+Data path per head: q -> pulse widths (q_levels, two phases if signed); k, v -> write
+levels (kv_levels in [0, kv_vwrite_max]) stored in gain cells that leak with token age;
+S_ij = sum_d Q(k cell, q pulse) - Q(reference cell, q pulse); phi = charge-to-pulse(s_gain S);
+out = sum over 64-token tiles of quantized (sum_j Q(v cell, phi) - Q(reference, phi)).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import HardwareConfig
+from .gaincell import ARRAY_KEYS, FC, FJ, GainCellArrays, geometry, get_arrays
+from .ledger import Ledger
+
+CHUNK = 1 << 20   # score entries (all heads) per block of queries: blocks stay in cache
+
+
+# ------------------------------------------------------------------ digital references
+def attention_mask(q_pos, k_pos, causal: bool = True, window: int | None = None) -> torch.Tensor:
+    """(Tq, Tk) keys each query sees: causal within the window, or all keys."""
+    d = q_pos[:, None] - k_pos[None, :]
+    if not causal:
+        return torch.ones_like(d, dtype=torch.bool)
+    return (d >= 0) & (d < window) if window else d >= 0
+
+
+def _expand(x: torch.Tensor, H: int) -> torch.Tensor:
+    return x.repeat_interleave(H // x.shape[1], dim=1)
+
+
+def softmax_attention(q, k, v, q_pos, k_pos, *, causal=True, window=None) -> torch.Tensor:
+    """The digital attention being replaced: softmax(q k^T / sqrt D) v over the same keys."""
+    m = attention_mask(q_pos, k_pos, causal, window)
+    H = q.shape[1]
+    return F.scaled_dot_product_attention(q, _expand(k, H), _expand(v, H), attn_mask=m)
+
+
+def hardsigmoid_attention(q, k, v, q_pos, k_pos, *, s_sat=1.0, causal=True, window=None):
+    """Leroux et al.'s linear model, digital: out_i = sum_j clamp(q_i.k_j / s_sat, 0, 1) v_j
+    over the keys query i sees (s_sat a number or one per head)."""
+    H = q.shape[1]
+    s = q @ _expand(k, H).transpose(-1, -2)
+    s_sat = torch.as_tensor(s_sat, dtype=s.dtype)
+    s_sat = s_sat.reshape(-1, 1, 1) if s_sat.ndim else s_sat
+    a = (s / s_sat).clamp(0, 1) * attention_mask(q_pos, k_pos, causal, window)
+    return a @ _expand(v, H)
+
+
+def _quantize(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """`levels` codes over [-1, 1) in steps of 2/levels, 0 included (a signed ADC), as codes."""
+    half = levels // 2
+    return x.mul(half).round_().clamp_(-half, levels - half - 1)
+
+
+# ------------------------------------------------------------------ the module
+class GainCellAttention(nn.Module):
+    """softmax(QK^T/sqrt D)V of one layer on gain-cell arrays.
+
+    forward(q (B,H,Tq,D), k, v (B,Hkv,Tk,D), q_pos (Tq,), k_pos (Tk,)) -> (B,H,Tq,D) is a
+    pure function of its inputs and the scaler buffers, so decoding with a KV cache gives
+    the full-sequence result (unless observing). Scalers (per head): x_hat = x_scale x +
+    x_bias maps q to pulse widths in [-1, 1] x t_max (or [0, 1] if not q_signed), k and v
+    to write voltages in [0, 1] x kv_vwrite_max; s_gain is the charge into the
+    charge-to-pulse per unit column charge (a current-mirror ratio); out_fs the per-tile
+    full-scale charge; out = out_scale x (sum of tile codes) + out_bias. Defaults, from
+    range observation (`observe`; else the first batch): q to the full pulse range, k and v
+    symmetric about kv_offset over the write range, s_gain so that the largest score just
+    saturates the converter, out_fs the largest tile output, out_scale/out_bias matching
+    the softmax output's per-head mean/std. Inference only (no gradients). While
+    `recording`, `stats` holds per-head means/stds for calibration (empty it to restart).
+    """
+
+    CALIBRATED = ("q_scale", "q_bias", "k_scale", "k_bias", "v_scale", "v_bias",
+                  "out_scale", "out_bias", "s_gain", "out_fs")
+
+    def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, config: HardwareConfig,
+                 arrays: GainCellArrays | None = None, ledger: Ledger | None = None,
+                 name: str = "", causal: bool = True):
+        super().__init__()
+        if n_kv_heads <= 0 or n_heads % n_kv_heads:
+            raise ValueError(f"{name or type(self).__name__}: n_heads={n_heads} is not a multiple "
+                             f"of n_kv_heads={n_kv_heads}")
+        self.H, self.Hkv, self.D, self.g = n_heads, n_kv_heads, head_dim, n_heads // n_kv_heads
+        self.config, self.ledger, self.name, self.causal = config, ledger, name, causal
+        self.arrays = arrays if arrays is not None else get_arrays(config)
+        differ = [k for k in ARRAY_KEYS if getattr(self.arrays.config, k) != getattr(config, k)]
+        if differ:
+            raise ValueError(f"{name or type(self).__name__}: the GainCellArrays were built for "
+                             f"another {', '.join(differ)}")
+        off = config.kv_offset / config.kv_vwrite_max
+        for nm, n, val in (("q_scale", n_heads, 1.0), ("q_bias", n_heads, 0.0),
+                           ("k_scale", n_kv_heads, 1.0), ("k_bias", n_kv_heads, off),
+                           ("v_scale", n_kv_heads, 1.0), ("v_bias", n_kv_heads, off),
+                           ("out_scale", n_heads, 1.0), ("out_bias", n_heads, 0.0),
+                           ("s_gain", n_heads, 1.0), ("out_fs", n_heads, 1.0)):
+            self.register_buffer(nm, torch.full((n,), val))
+        for nm, n in (("q_range", n_heads), ("k_range", n_kv_heads), ("v_range", n_kv_heads),
+                      ("s_range", n_heads), ("o_range", n_heads)):
+            self.register_buffer(nm, torch.zeros(n), persistent=False)   # running maxima
+        self.register_buffer("initialized", torch.tensor(False))
+        self.observing = self.recording = False
+        self._acc = None
+        self.stats: dict[str, torch.Tensor] = {}
+
+    # -------------------------------------------------------------- checks and scalers
+    def _check(self, q, k, v, q_pos, k_pos):
+        who = self.name or "GainCellAttention"
+        if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+            raise ValueError(f"{who}: q, k, v must be (B, heads, T, D); got {tuple(q.shape)}, "
+                             f"{tuple(k.shape)}, {tuple(v.shape)}")
+        B, H, Tq, D = q.shape
+        if (H, D) != (self.H, self.D):
+            raise ValueError(f"{who}: q is {tuple(q.shape)}, expected (B, {self.H}, Tq, {self.D})")
+        want = (B, self.Hkv, k.shape[2], self.D)
+        if tuple(k.shape) != want or tuple(v.shape) != want:
+            raise ValueError(f"{who}: k {tuple(k.shape)} and v {tuple(v.shape)} must both be "
+                             f"(B={B}, {self.Hkv}, Tk, {self.D})")
+        if q_pos.shape != (Tq,) or k_pos.shape != (k.shape[2],):
+            raise ValueError(f"{who}: q_pos {tuple(q_pos.shape)} / k_pos {tuple(k_pos.shape)} "
+                             f"must be ({Tq},) / ({k.shape[2]},) token indices")
+        if q_pos.dtype.is_floating_point or k_pos.dtype.is_floating_point:
+            raise ValueError(f"{who}: positions must be integer token indices")
+
+    def _normalized(self, q, k, v):
+        """q_hat in [-1, 1] (or [0, 1]) of t_max; k_hat, v_hat in [0, 1] of kv_vwrite_max."""
+        a = lambda t, s, b: t.float() * s.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
+        lo = -1.0 if self.config.q_signed else 0.0
+        return (a(q, self.q_scale, self.q_bias).clamp(lo, 1), a(k, self.k_scale, self.k_bias).clamp(0, 1),
+                a(v, self.v_scale, self.v_bias).clamp(0, 1))
+
+    def linear_model(self, q, k, v, q_pos, k_pos) -> torch.Tensor:
+        """What ideal devices compute, as the digital hardsigmoid_attention of the scaled,
+        clamped q, k - offset, v - offset; config.ideal must reproduce it."""
+        cfg, ar = self.config, self.arrays
+        qh, kh, vh = self._normalized(q, k, v)
+        off = cfg.kv_offset / cfg.kv_vwrite_max
+        unit = ar.g_lin * cfg.kv_vwrite_max * ar.t_max          # fC per unit q_hat (k_hat - off)
+        s_sat = ar.q_sat / (self.s_gain * unit)
+        y = hardsigmoid_attention(qh, kh - off, vh - off, q_pos, k_pos, s_sat=s_sat,
+                                  causal=self.causal, window=cfg.window)
+        y = y * (unit / self.out_fs).view(1, -1, 1, 1)
+        return y * self.out_scale.view(1, -1, 1, 1) + self.out_bias.view(1, -1, 1, 1)
+
+    # -------------------------------------------------------------- encoding
+    def _prepare(self, qh, kh, vh, geo):
+        """Per-call operands of the core: U (pulse side), P (stored side) per factor term,
+        keys laid out in tile slots (padding slots hold the all-zero level Lkv)."""
+        cfg, ar = self.config, self.arrays
+        B, H, Tq, D = qh.shape
+        Hkv, g, n, G = self.Hkv, self.g, geo.n, geo.G
+        Tk = kh.shape[2]
+        p = {"ideal": cfg.ideal}
+
+        def slots(x, fill):   # (B, Hkv, Tk, D) -> (B, Hkv, G*n, D)
+            if geo.identity:
+                return F.pad(x, (0, 0, 0, G * n - Tk), value=fill)
+            return torch.cat([x, x.new_full((B, Hkv, 1, D), fill)], 2)[:, :, geo.slot]
+
+        if cfg.ideal:
+            unit_v = lambda x: ar.g_lin * (x * cfg.kv_vwrite_max - cfg.kv_offset)
+            p["U"] = [(qh * ar.t_max).view(B, Hkv, g, Tq, D)]
+            pk = slots(unit_v(kh), 0.0).view(B * Hkv, G * n, D)
+            p["rK"], p["PK"] = [0], pk.transpose(-1, -2).contiguous().unsqueeze(0)
+            pv = slots(unit_v(vh), 0.0).view(B * Hkv, G, n, D)
+            p["PV"] = torch.cat([pv, pv.new_zeros(B * Hkv, G, n, 1)], -1)
+            p["MV"], p["rV"] = 1, [0]
+            return p
+        RK, RE, MK, ME, MV = len(ar.K_f.u), len(ar.EK_f.u), len(ar.K_f.p), len(ar.EK_f.p), len(ar.V_f.p)
+        lq = (qh.abs() * (ar.Lq - 1)).round_().long()
+        bk = (kh * (ar.Lkv - 1)).round_().long()
+        bv = (vh * (ar.Lkv - 1)).round_().long()
+        p["bk"], p["bv"] = bk, bv
+        gq = F.embedding(lq, ar.q_tab)                                  # (B, H, Tq, D, RK+RE+1)
+        sg = torch.sign(qh)
+        p["U"] = [(sg * gq[..., r]).view(B, Hkv, g, Tq, D) for r in range(RK)]
+        p["Ue"] = [gq[..., RK + r].view(B, Hkv, g, Tq, D).sum(2) for r in range(RE)]
+        p["floor"] = gq[..., -1].sum(-1)                               # (B, H, Tq) per key read
+        gk = F.embedding(slots(bk, ar.Lkv), ar.k_tab)                   # (B, Hkv, G*n, D, MK+ME)
+        p["rK"], p["rE"], p["rV"], p["MV"] = ar.K_f.r, ar.EK_f.r, ar.V_f.r, MV
+        p["PK"] = gk[..., :MK].view(B * Hkv, G * n, D, MK).permute(3, 0, 2, 1).contiguous()
+        p["Pe"] = gk[..., MK:].permute(4, 2, 0, 1, 3).reshape(ME, G * n, B * Hkv * D)
+        bvs = slots(bv, ar.Lkv)
+        gv = F.embedding(bvs, ar.v_tab)                                 # (B, Hkv, G*n, D, 2*MV)
+        real = (bvs[..., 0] < ar.Lkv).float()                           # (B, Hkv, G*n)
+        pv = torch.empty(B, Hkv, G, MV, n, D + 1)
+        for m in range(MV):
+            pv[:, :, :, m, :, :D] = gv[..., m].view(B, Hkv, G, n, D)
+            pv[:, :, :, m, :, D] = (gv[..., MV + m].sum(-1) + ar.ev_ref[m] * real).view(B, Hkv, G, n)
+        p["PV"] = pv.view(B * Hkv, G, MV * n, D + 1)
+        return p
+
+    # -------------------------------------------------------------- the factored core
+    def _core(self, p, geo, B, Tq, *, quantize=True, stats=False, stop_after_s=False,
+              collect_s=False, track_max=False):
+        """Run all query blocks: S as sum_m c_m(age) (U_r @ P_m^T), phi by table lookup,
+        tile outputs as one batched matmul over tiles. Returns the normalized output (sum
+        of tile codes / half, or of tile charges / out_fs) and energies in fJ."""
+        cfg, ar = self.config, self.arrays
+        Hkv, g, D, H = self.Hkv, self.g, self.D, self.H
+        n, MV = geo.n, p["MV"]
+        half = cfg.out_levels // 2
+        ideal = p["ideal"]
+        out = torch.zeros(B, Hkv, g, Tq, D)
+        e = {"qk": 0.0, "pv": 0.0, "c2p": 0.0}
+        st = {"s_max": torch.full((Hkv, g), -float("inf")), "o_max": torch.zeros(Hkv, g)}
+        if stats:
+            for k in ("s", "phi"):
+                st[k] = torch.zeros(3, Hkv, g, dtype=torch.float64)
+        S_all = torch.zeros(B, Hkv, g, Tq, len(geo.k_pos) + 1) if collect_s else None
+        hs = lambda t: t.view(1, Hkv, g, 1, 1)
+        if ideal:
+            phi_scale = hs(self.s_gain / ar.q_sat)
+        else:
+            idx_scale = hs(self.s_gain / ar.dq)
+            hv = [ar.hv_table[:, r].contiguous() for r in range(ar.hv_table.shape[1])]
+        ws = self.arrays.workspace
+        fs = ((half / self.out_fs) if quantize else (1.0 / self.out_fs)).view(1, Hkv, 1, g, 1, 1)
+        for ch in geo.chunks:
+            r0, r1 = ch.rows.start, ch.rows.stop
+            qc, ns, nt = r1 - r0, ch.slots.stop - ch.slots.start, ch.tiles.stop - ch.tiles.start
+            BK = B * Hkv
+            Uc = [u[:, :, :, r0:r1].reshape(BK, g * qc, D) for u in p["U"]]
+            S = None                                                 # (B*Hkv, g*qc, ns)
+            for m, r in enumerate(p["rK"]):
+                Mm = torch.matmul(Uc[r], p["PK"][m][..., ch.slots],
+                                  out=ws.get("S" if S is None else "M", (BK, g * qc, ns)))
+                if ch.ck is None or ideal:
+                    S = Mm if S is None else S.add_(Mm)
+                elif S is None:
+                    S = Mm.view(BK, g, qc, ns).mul_(ch.ck[m]).view_as(Mm)
+                else:
+                    S.view(BK, g, qc, ns).addcmul_(Mm.view(BK, g, qc, ns), ch.ck[m])
+            S5 = S.view(B, Hkv, g, qc, ns)
+            if stats or stop_after_s:
+                masked = S5.masked_fill(ch.mask == 0, -float("inf"))
+                st["s_max"] = torch.maximum(st["s_max"], masked.amax((0, 3, 4)))
+            if stats:
+                self._acc_masked(st["s"], S5, ch.mask)
+            if collect_s:
+                S_all[:, :, :, r0:r1, geo.slot[ch.slots]] = S5 * ch.mask
+            if stop_after_s:
+                continue
+            tiled = lambda x: x.view(B, Hkv, g, qc, nt, n).permute(0, 1, 4, 2, 3, 5)  # tile-major
+            tm = ch.tmask.view(nt, qc * n, 1)
+            if ideal:
+                h = [tiled(S5.mul_(phi_scale).clamp_(0, 1).mul_(ar.t_max))]
+                if stats:
+                    self._acc_masked(st["phi"], S5 / ar.t_max, ch.mask)
+            else:
+                # nearest point of the qin grid: adding 2^23 rounds a float32 to an integer
+                # held in its mantissa bits; the int32 view minus 2^23's bits is the index
+                x = S5.mul_(idx_scale).add_(8388608.0).clamp_(8388608.0, 8388608.0 + ar.N_X - 1)
+                ixk = x.view(torch.int32).sub_(0x4B000000)
+                if stats:
+                    ph = ar.phi_table[ixk.long()] / ar.t_max
+                    self._acc_masked(st["phi"], ph, ch.mask)
+                ix = ws.get("ix", (B, Hkv, nt, g, qc, n), torch.int32)
+                ix.copy_(tiled(ixk))
+                ix = ix.view(-1)
+                tshape = (B, Hkv, nt, g, qc, n)
+                if ar.hf_packed is not None:     # h and the floor energy in one 8-byte gather
+                    hf = torch.index_select(ar.hf_packed, 0, ix, out=ws.get("hf", (ix.numel(),), torch.float64))
+                    hf = hf.view(torch.float32).view(*tshape, 2)
+                    h, fl = [hf[..., 0]], hf[..., 1]
+                else:
+                    h = [t.index_select(0, ix).view(tshape) for t in hv]
+                    fl = ar.ev_floor_table.index_select(0, ix).view(tshape)
+                flm = torch.matmul(fl.reshape(BK, nt, g, qc * n), tm)   # (BK, nt, g, 1)
+                e["pv"] += float(flm.sum()) * (D + 1)
+                if ar.econv_const is None:
+                    ec = ar.econv_table.index_select(0, ix).view(BK, nt, g, qc * n)
+                    e["c2p"] += float(torch.matmul(ec, tm).sum())
+            A = ws.get("A", (B, Hkv, nt, g, qc, MV, n))
+            for m in range(MV):
+                cv = ch.tmask if ideal else ch.cv[m]
+                torch.mul(h[p["rV"][m]], cv, out=A[..., m, :])
+            O = torch.matmul(A.view(BK, nt, g * qc, MV * n), p["PV"][:, ch.tiles],
+                             out=ws.get("O", (BK, nt, g * qc, D + 1)))
+            e["pv"] += float(O[..., D].sum())
+            Ot = O[..., :D].view(B, Hkv, nt, g, qc, D)
+            if track_max:
+                st["o_max"] = torch.maximum(st["o_max"], Ot.abs().amax((0, 2, 4, 5)))
+            Ot.mul_(fs)
+            if quantize:
+                Ot.round_().clamp_(-half, cfg.out_levels - half - 1)
+            out[:, :, :, r0:r1] = Ot.sum(2) / (half if quantize else 1.0)
+            if not ideal:
+                for m, r in enumerate(p["rE"]):
+                    X = ch.ce[m] @ p["Pe"][m][ch.slots]               # (qc, B*Hkv*D)
+                    e["qk"] += float((p["Ue"][r][:, :, r0:r1] * X.view(qc, B, Hkv, D).permute(1, 2, 0, 3)).sum())
+                e["qk"] += float((p["floor"][:, :, r0:r1] * ch.keys.float()).sum())
+                econv = ar.econv_const if ar.econv_const is not None else float(ar.econv_table.mean())
+                if ar.econv_const is not None:
+                    e["c2p"] += econv * float(ch.keys.sum()) * B * H
+                e["c2p"] += econv * float(ch.tiles_read.sum()) * B * H * D
+        res = {"out": out.view(B, H, Tq, D), "energy": e, "stats": st}
+        if collect_s:
+            res["S"] = S_all[..., :-1].reshape(B, H, Tq, -1)
+        return res
+
+    @staticmethod
+    def _acc_masked(acc, x, mask):
+        """Count, sum and sum of squares per head of x (B, Hkv, g, qc, ns) where seen."""
+        xm = x * mask
+        acc[0] += mask.sum() * x.shape[0]
+        acc[1] += xm.sum((0, 3, 4)).double()
+        acc[2] += (xm * x).sum((0, 3, 4)).double()
+
+    def _qc(self, B, ns) -> int:
+        return max(1, CHUNK // max(1, B * self.H * ns))
+
+    # -------------------------------------------------------------- calibration support
+    STAT_KEYS = ("out", "raw", "ref", "linear", "s", "phi")
+
+    def reset_stats(self):
+        self.stats = {}
+
+    def _stat_sums(self):
+        """Accumulators behind `stats`; emptying `stats` (or reset_stats) starts afresh."""
+        if not self.stats or self._acc is None:
+            self._acc = {k: torch.zeros(3, self.H, dtype=torch.float64) for k in self.STAT_KEYS}
+        return self._acc
+
+    def _publish_stats(self):
+        for k, (n, s1, s2) in self._acc.items():
+            n = n.clamp(min=1)
+            m = s1 / n
+            self.stats[f"{k}_mean"] = m.float()
+            self.stats[f"{k}_std"] = (s2 / n - m * m).clamp(min=0).sqrt().float()
+
+    @staticmethod
+    def _acc_heads(acc, x):
+        xd = x.double()
+        acc[0] += x.shape[0] * x.shape[2] * x.shape[3]
+        acc[1] += xd.sum((0, 2, 3))
+        acc[2] += (xd * xd).sum((0, 2, 3))
+
+    def observe(self, on: bool = True) -> None:
+        """Start observing ranges afresh (on) or freeze them (off), like a crossbar's ADC.
+        While observing, every call sets the default scalers from running maxima (the
+        class docstring says which); a module never observed takes its first batch's."""
+        if on:
+            for r in (self.q_range, self.k_range, self.v_range, self.s_range, self.o_range):
+                r.zero_()
+        self.observing = bool(on)
+
+    def calibration_state(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k).clone() for k in self.CALIBRATED}
+
+    def load_calibration_state(self, state: dict[str, torch.Tensor]) -> None:
+        for k in self.CALIBRATED:
+            getattr(self, k).copy_(state[k])
+        self.initialized.fill_(True)
+        self.observing = False
+
+    @torch.no_grad()
+    def _observe_batch(self, q, k, v, q_pos, k_pos) -> None:
+        """Default scalers from this batch and the running maxima (see the class docstring)."""
+        cfg = self.config
+        off = cfg.kv_offset / cfg.kv_vwrite_max
+        half_range = min(off, 1 - off)
+        amax = lambda x, rng: rng.copy_(torch.maximum(rng, x.float().abs().amax((0, 2, 3)))).clamp(min=1e-12)
+        self.q_scale.copy_(1.0 / amax(q, self.q_range))
+        self.q_bias.zero_()
+        for x, rng, s, b in ((k, self.k_range, self.k_scale, self.k_bias),
+                             (v, self.v_range, self.v_scale, self.v_bias)):
+            s.copy_(half_range / amax(x, rng))
+            b.fill_(off)
+        for buf in (self.s_gain, self.out_fs, self.out_scale):
+            buf.fill_(1.0)
+        self.out_bias.zero_()
+        B, Tq = q.shape[0], q.shape[2]
+        qh, kh, vh = self._normalized(q, k, v)
+        geo = geometry(self.arrays, cfg.subtile, q_pos, k_pos, self.causal, self._qc(B, len(k_pos)))
+        p = self._prepare(qh, kh, vh, geo)
+        smax = self._core(p, geo, B, Tq, stop_after_s=True)["stats"]["s_max"].flatten()
+        self.s_range.copy_(torch.maximum(self.s_range, smax))
+        self.s_gain.copy_(torch.where(self.s_range > 0, self.arrays.q_sat / self.s_range.clamp(min=1e-30), 1.0))
+        omax = self._core(p, geo, B, Tq, quantize=False, track_max=True)["stats"]["o_max"].flatten()
+        self.o_range.copy_(torch.maximum(self.o_range, omax))
+        self.out_fs.copy_(torch.where(self.o_range > 0, self.o_range, 1.0))
+        y = self._core(p, geo, B, Tq, quantize=not cfg.ideal)["out"]
+        ref = softmax_attention(q.float(), k.float(), v.float(), q_pos, k_pos,
+                                causal=self.causal, window=cfg.window)
+        ys, rs = y.std((0, 2, 3)), ref.std((0, 2, 3))
+        scale = torch.where(ys > 0, rs / ys.clamp(min=1e-30), 1.0)
+        self.out_scale.copy_(scale)
+        self.out_bias.copy_(ref.mean((0, 2, 3)) - scale * y.mean((0, 2, 3)))
+        self.initialized.fill_(True)
+
+    # -------------------------------------------------------------- forward
+    @torch.no_grad()
+    def forward(self, q, k, v, q_pos, k_pos, exact: bool = False) -> torch.Tensor:
+        self._check(q, k, v, q_pos, k_pos)
+        if self.observing or not bool(self.initialized):
+            self._observe_batch(q, k, v, q_pos, k_pos)
+        cfg = self.config
+        B, H, Tq, D = q.shape
+        qh, kh, vh = self._normalized(q, k, v)
+        if exact and not cfg.ideal:
+            r = self._exact(qh, kh, vh, q_pos, k_pos)
+            p = {"bk": r["bk"], "bv": r["bv"]}
+        else:
+            geo = geometry(self.arrays, self.config.subtile, q_pos, k_pos, self.causal, self._qc(B, len(k_pos)))
+            p = self._prepare(qh, kh, vh, geo)
+            r = self._core(p, geo, B, Tq, quantize=not cfg.ideal, stats=self.recording)
+        y = r["out"] * self.out_scale.view(1, -1, 1, 1) + self.out_bias.view(1, -1, 1, 1)
+        if self.recording:
+            self._record(q, k, v, q_pos, k_pos, r["out"], y, r["stats"])
+        if self.ledger is not None:
+            self._account(r["energy"], p, q_pos, k_pos, B, Tq)
+        return y.to(q.dtype)
+
+    def _record(self, q, k, v, q_pos, k_pos, raw, y, st):
+        acc = self._stat_sums()
+        self._acc_heads(acc["raw"], raw)
+        self._acc_heads(acc["out"], y)
+        ref = softmax_attention(q.float(), k.float(), v.float(), q_pos, k_pos,
+                                causal=self.causal, window=self.config.window)
+        self._acc_heads(acc["ref"], ref)
+        self._acc_heads(acc["linear"], self.linear_model(q, k, v, q_pos, k_pos))
+        for name in ("s", "phi"):
+            if name in st:
+                acc[name] += st[name].view(3, -1)
+        self._publish_stats()
+
+    def _account(self, e, p, q_pos, k_pos, B, Tq):
+        """Energies (J) and per-token latency. Latency model per query token: the QK read
+        (one t_max per phase: two when q is signed), the phi(S)-driven V read (t_max: the
+        charge-to-pulse discharge is the V read pulse) and the tile readout conversion
+        (t_max): 60 ns signed, 45 ns unsigned (Leroux et al.: 65 ns). Writes overlap reads."""
+        cfg, ar, led = self.config, self.arrays, self.ledger
+        phases = 2 if cfg.q_signed else 1
+        tok = B * Tq
+        t = cfg.t_max
+        if not cfg.ideal:
+            new = (k_pos >= q_pos.min()) if self.causal else torch.ones_like(k_pos, dtype=torch.bool)
+            n_new = int(new.sum())
+            ew = ar.ewrite
+            cells = float(ew[p["bk"][:, :, new]].sum() + ew[p["bv"][:, :, new]].sum())
+            refs = ar.ewrite_ref * B * self.Hkv * n_new * (self.D + 1)   # D twins (K) + 1 (V)
+            led.add("gc_write", (cells + refs) * FJ)
+            led.add("gc_read_qk", e["qk"] * FJ, phases * t * tok)
+            led.add("gc_read_pv", e["pv"] * FJ, t * tok)
+            led.add("c2p", e["c2p"] * FJ, t * tok)
+        led.add("attn_dac", cfg.attn_dac_energy * phases * B * self.H * Tq)
+        led.add("attn_control", cfg.attn_control_energy * B * self.H * Tq)
+
+    # -------------------------------------------------------------- exact reference
+    def scores(self, q, k, v, q_pos, k_pos, exact: bool = False) -> torch.Tensor:
+        """Column charges S (B, H, Tq, Tk) in fC, 0 where a key is not seen (for tests)."""
+        self._check(q, k, v, q_pos, k_pos)
+        qh, kh, vh = self._normalized(q, k, v)
+        if exact:
+            return self._exact(qh, kh, vh, q_pos, k_pos, scores_only=True)["S"].float()
+        B, Tq = q.shape[0], q.shape[2]
+        geo = geometry(self.arrays, self.config.subtile, q_pos, k_pos, self.causal, self._qc(B, len(k_pos)))
+        p = self._prepare(qh, kh, vh, geo)
+        return self._core(p, geo, B, Tq, stop_after_s=True, collect_s=True)["S"]
+
+    def _exact(self, qh, kh, vh, q_pos, k_pos, scores_only=False):
+        """Every product from the tables, element by element (float64; small sizes only)."""
+        cfg, ar = self.config, self.arrays
+        dev = ar.device
+        B, H, Tq, D = qh.shape
+        Tk = kh.shape[2]
+        lq = (qh.abs() * (ar.Lq - 1)).round().long()
+        t = (lq.double() / (ar.Lq - 1) * cfg.t_max * torch.sign(qh).double())   # signed, s
+        bk = (kh * (ar.Lkv - 1)).round().long()
+        bv = (vh * (ar.Lkv - 1)).round().long()
+        read = q_pos if self.causal else q_pos + int(k_pos.max()) + 1
+        age = (read[:, None] - k_pos[None, :])
+        valid = (age >= 0) & (age < cfg.window) if self.causal else torch.ones_like(age, dtype=torch.bool)
+        if not self.causal and Tk > cfg.window:
+            raise ValueError(f"non-causal gain-cell attention holds at most window={cfg.window} keys")
+        secs = age.clamp(min=0).double() * cfg.token_period
+
+        def stored(b):   # (B, Hkv, Tk, D) levels -> (B, H, Tq, Tk, D) voltages at read time
+            v0 = dev.stored(ar.vw_levels[_expand(b, H)])[:, :, None]
+            return dev.decayed(v0, secs[None, None, :, :, None]) if cfg.decay else v0.expand(B, H, Tq, Tk, D)
+
+        vref0 = dev.stored(cfg.kv_offset)
+        vref = dev.decayed(vref0, secs) if cfg.decay else vref0.expand(Tq, Tk)
+        vref = vref[None, None, :, :, None]
+        tq = t[:, :, :, None, :]
+        Vk = stored(bk)
+        cells = dev.charge(Vk, tq.abs()) - dev.charge(vref, tq.abs())
+        m = valid[None, None, :, :]
+        S = ((torch.sign(tq) * cells).sum(-1) / FC) * m
+        res = {"S": S, "bk": bk, "bv": bv}
+        if scores_only:
+            return res
+        e_qk = ((dev.read_energy(Vk, tq.abs()) + dev.read_energy(vref, tq.abs())).sum(-1) * m).sum()
+        qin = self.s_gain.double().view(1, H, 1, 1) * S * FC
+        phi = dev.pulse(qin) * m
+        Vv = stored(bv)
+        contrib = (dev.charge(Vv, phi[..., None]) - dev.charge(vref, phi[..., None])) / FC
+        contrib = contrib * m[..., None]
+        e_pv = ((dev.read_energy(Vv, phi[..., None]).sum(-1)
+                 + dev.read_energy(vref[..., 0], phi)) * m).sum()
+        tile = torch.remainder(k_pos, cfg.window) // cfg.subtile
+        G = int(tile.max()) + 1
+        part = torch.zeros(B, H, Tq, G, D, dtype=torch.float64).index_add_(3, tile, contrib)
+        half = cfg.out_levels // 2
+        codes = _quantize(part / self.out_fs.double().view(1, H, 1, 1, 1), cfg.out_levels)
+        res["out"] = (codes.sum(3) / half).float()
+        econv = dev.conversion_energy(qin)
+        seen = torch.zeros(Tq, G, dtype=torch.bool).index_put_((torch.arange(Tq)[:, None].expand(Tq, Tk)[valid],
+                                                               tile[None].expand(Tq, Tk)[valid]),
+                                                              torch.tensor(True))
+        e_out = float(seen.sum()) * B * H * D * float(ar.econv_const if ar.econv_const is not None
+                                                      else ar.econv_table.mean())
+        res["energy"] = {"qk": float(e_qk) / FJ, "pv": float(e_pv) / FJ,
+                         "c2p": float((econv * m).sum()) / FJ + e_out}
+        res["stats"] = {}
+        return res

@@ -1,0 +1,155 @@
+"""Calibration: converter ranges, and Leroux et al.'s per-layer, per-head affine scalers.
+
+Ranges (`calibrate_ranges`): the ADC full scales and input ranges of every crossbar and the
+default scalers of every gain-cell attention are observed on held-out tokens, then frozen.
+
+Scalers (`calibrate`, the adaptation of Leroux et al. 2024/25, arXiv 2409.19315, before any
+fine-tuning): for each layer and head, the output scaler (a, b) of the analog attention is
+set so that its output's mean and standard deviation match those of the digital reference
+attention fed the same q, k, v; passes repeat because each layer's inputs depend on the
+layers before it. Saved as JSON (plain lists per module) for `cimlut run --calibration`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+
+SCALERS = ("q_scale", "q_bias", "k_scale", "k_bias", "v_scale", "v_bias",
+           "out_scale", "out_bias", "s_gain")
+
+
+def _run_all(model, batches) -> None:
+    with torch.no_grad():
+        for ids in batches if isinstance(batches, list) else [batches]:
+            model(ids)
+
+
+def calibrate_ranges(model, conv, batches) -> None:
+    """Observe every analog module's ranges on `batches` (token ids), then freeze them."""
+    modules = list(conv.linears.values()) + list(conv.attentions.values())
+    for m in modules:
+        m.observe(True)
+    try:
+        _run_all(model, batches)
+    finally:
+        for m in modules:
+            m.observe(False)
+
+
+def _moments(stats: dict, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return stats[f"{key}_mean"], stats[f"{key}_std"]
+
+
+def match_outputs(conv, model, batches, passes: int = 3, progress: bool = False) -> list[dict]:
+    """Leroux's statistics matching on the attention outputs; returns per-pass mismatch."""
+    history = []
+    it = range(passes)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="calibration passes", unit="pass")
+    for _ in it:
+        for a in conv.attentions.values():
+            a.recording, a.stats = True, {}
+        _run_all(model, batches)
+        mismatch = []
+        for a in conv.attentions.values():
+            a.recording = False
+            raw_m, raw_s = _moments(a.stats, "raw")
+            ref_m, ref_s = _moments(a.stats, "ref")
+            scale = ref_s / raw_s.clamp_min(1e-30)
+            a.out_scale.copy_(scale.to(a.out_scale.dtype))
+            a.out_bias.copy_((ref_m - raw_m * scale).to(a.out_bias.dtype))
+            out_m, out_s = _moments(a.stats, "out")
+            mismatch.append(float(((out_s - ref_s).abs() / ref_s.clamp_min(1e-30)).mean()))
+        history.append({"std_mismatch_before_pass": sum(mismatch) / max(len(mismatch), 1)})
+    return history
+
+
+def state(conv) -> dict:
+    """Every calibrated quantity, as plain lists per module name."""
+    out = {"attention": {}, "linear": {}}
+    for name, a in conv.attentions.items():
+        out["attention"][name] = {k: v.tolist() for k, v in a.calibration_state().items()}
+    for name, m in conv.linears.items():
+        out["linear"][name] = {k: v.tolist() for k, v in m.calibration_state().items()}
+    return out
+
+
+def save(path: str | Path, conv, model_name: str, extra: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"cimlut_version": __version__, "model": model_name, "config": conv.config.to_dict(),
+           **(extra or {}), **state(conv)}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def apply_calibration(model, conv, path: str | Path) -> None:
+    """Load scalers and ranges saved by `save`; a module named in neither side is an error."""
+    doc = json.loads(Path(path).read_text())
+    for kind, mods in (("attention", conv.attentions), ("linear", conv.linears)):
+        saved = doc.get(kind, {})
+        if mods and not saved:
+            raise ValueError(f"{path}: holds no {kind} calibration, but the model has "
+                             f"{len(mods)} analog {kind} modules (calibrated with analog="
+                             f"{doc.get('config', {}).get('analog')!r})")
+        for name, m in mods.items():
+            if name not in saved:
+                raise ValueError(f"{path}: no calibration for {name} (calibrated for model "
+                                 f"{doc.get('model')!r})")
+            m.load_calibration_state({k: torch.tensor(v) for k, v in saved[name].items()})
+
+
+@dataclass
+class CalibrationResult:
+    model: str
+    path: Path
+    ppl_digital: float
+    ppl_before: float
+    ppl_after: float
+    passes: list
+    seconds: float
+
+
+def run(model_name: str, config, save_path: str | Path, tokens: int = 512,
+        calib_tokens: int = 256, passes: int = 3, progress: bool = True) -> CalibrationResult:
+    """Convert, set ranges, match statistics on held-out tokens, report perplexity on the
+    evaluation tokens before and after, and save."""
+    from . import zoo
+    from .convert import convert
+    from .evaluate import nll, token_ids
+    t0 = time.perf_counter()
+    lm = zoo.load(model_name)
+    if lm.task != "causal-lm":
+        raise ValueError(f"calibrate reports perplexity: {model_name} is not a language model")
+    analog, conv = convert(lm.model, config, progress=progress)
+    if not conv.attentions and not conv.linears:
+        raise ValueError("nothing is analog (analog = 'none'): nothing to calibrate")
+    ids = token_ids(lm.tokenizer, tokens)
+    held = token_ids(lm.tokenizer, calib_tokens, offset=tokens)
+    with conv.ledger.paused():
+        calibrate_ranges(analog, conv, held)
+        ppl_digital = math.exp(nll(lm.model, ids).mean())
+        before = math.exp(nll(analog, ids).mean())
+        history = match_outputs(conv, analog, held, passes, progress) if conv.attentions else []
+        after = math.exp(nll(analog, ids).mean())
+    path = save(save_path, conv, model_name, {"ppl_before": before, "ppl_after": after,
+                                              "ppl_digital": ppl_digital, "tokens": tokens})
+    return CalibrationResult(model_name, path, ppl_digital, before, after, history,
+                             time.perf_counter() - t0)
+
+
+def summary(r: CalibrationResult) -> str:
+    return (f"{r.model}: perplexity digital {r.ppl_digital:.3f}; analog before calibration "
+            f"{r.ppl_before:.3f}, after {r.ppl_after:.3f} ({len(r.passes)} passes, "
+            f"{r.seconds:.0f} s)\nsaved {r.path}")

@@ -1,0 +1,147 @@
+"""One flat, typed configuration for the analog hardware, each default with its source.
+
+`HardwareConfig.load(path)` reads TOML or JSON; an unknown key, a wrong type or a value out
+of its choices is an error that names it (and the file). Sources: Leroux et al. 2024/25,
+arXiv 2409.19315 (gain-cell attention); Wang et al. 2024, arXiv 2410.15977 (memristor
+crossbars); Horowitz, ISSCC 2014 "Computing's energy problem" (45 nm digital energies);
+Murmann, "ADC Performance Survey 1997-2024" (Walden figure of merit); the shipped tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration key that does not exist, or a value of the wrong type or choice."""
+
+
+def _f(default, units: str, source: str, choices: tuple = ()):
+    return field(default=default, metadata={"units": units, "source": source, "choices": choices})
+
+
+@dataclass
+class HardwareConfig:
+    # what is analog
+    analog: str = _f("both", "", "linear: RRAM crossbars (Wang); attention: gain cells (Leroux)",
+                     ("linear", "attention", "both", "none"))
+    # operating point and tables
+    corner: str = _f("tt", "", "process corner of every table", ("tt", "ff", "ss", "sf", "fs"))
+    temperature: float = _f(27.0, "degC", "operating temperature (tables span 0-85 C)")
+    tables_dir: str = _f("", "", "folder of rram_1t1r.h5, gaincell_2t.h5, charge_to_pulse.h5; '' = shipped")
+    out_of_range: str = _f("clamp", "", "table queries outside an axis: clamp and count, or raise",
+                           ("clamp", "raise"))
+    seed: int = _f(0, "", "seed of every sampled device spread")
+    ideal: bool = _f(False, "", "linear devices, no spread, no decay, float readout: the converted "
+                     "model must then match the digital one")
+
+    # RRAM crossbars (every nn.Linear)
+    tile_rows: int = _f(128, "", "Wang et al.: 128x128 computation crossbars")
+    tile_cols: int = _f(128, "", "Wang et al.: 128x128 computation crossbars")
+    weight_bits: int = _f(8, "bit", "Wang et al.: 8-bit weights")
+    input_bits: int = _f(8, "bit", "Wang et al.: 8-bit activations")
+    input_encoding: str = _f("pulse_width", "", "pulse_width: one read per input, duration "
+                             "~ value (Leroux encodes Q so); bit_serial: 1-bit DAC, one read per "
+                             "bit (Wang et al.)", ("pulse_width", "bit_serial"))
+    signed_inputs: str = _f("two_phase", "", "every read is at +v_read (the read table spans "
+                            "-0.1..0.3 V and is asymmetric): two_phase = positive then negative "
+                            "parts, each converted; offset = inputs shifted to unsigned, one read, "
+                            "digital correction by column sums (half the ADC energy, but the "
+                            "common mode eats ADC range: SmolLM2 perplexity 264 vs 21 at 8 bits)",
+                            ("two_phase", "offset"))
+    input_scaling: str = _f("per_token", "", "per_token: the digital periphery scales each "
+                            "input vector by its max |x| before the DACs and back after the ADCs "
+                            "(aihwkit's abs_max noise management), so outlier channels of LLMs "
+                            "neither clip nor crush the rest; per_layer: one calibrated range",
+                            ("per_token", "per_layer"))
+    adc_bits: int = _f(8, "bit", "Wang et al.: 8-bit activations out of each tile")
+    adc_range_percentile: float = _f(99.99, "%", "ADC full scale per layer = this percentile of "
+                                     "|tile column sum| seen in range calibration")
+    g_min: float = _f(6.5e-6, "S", "rram_1t1r program_verify table: below ~6.5 uS program-and-"
+                      "verify overshoots (first pulse already switches)")
+    g_max: float = _f(7.9e-5, "S", "rram_1t1r program_verify table: highest target level")
+    v_read: float = _f(0.2, "V", "rram_1t1r program_verify: verify read at 0.2 V")
+    t_read: float = _f(10e-9, "s", "full-scale read pulse (one bit, or the largest input)")
+    weight_spread: bool = _f(True, "", "program-and-verify spread from the Monte Carlo table")
+    program_temperature: float = _f(27.0, "degC", "temperature at program-and-verify")
+    adc_time: float = _f(10e-9, "s", "per conversion; SAR class, stated assumption")
+    adc_fom: float = _f(5e-15, "J/step", "Walden figure of merit of good SAR ADCs (Murmann survey)")
+    dac_energy_per_read: float = _f(50e-15, "J", "per row driver and read (pulse or bit); "
+                                    "Leroux: 330 pJ per token per head of DACs over 1024x64 rows "
+                                    "gives ~5 fJ per row per read; 50 fJ is conservative")
+
+    # gain-cell attention
+    window: int = _f(1024, "token", "Leroux et al.: sliding window of 1024 tokens")
+    subtile: int = _f(64, "token", "Leroux et al.: 64x64 arrays, 16 sub-tiles per head")
+    q_levels: int = _f(16, "", "Leroux et al.: Q as pulse width, 16 levels in [0,1]")
+    q_signed: bool = _f(True, "", "two phases (positive, then negative part with the columns "
+                        "swapped) give signed Q; Leroux uses Q in [0,1] only")
+    kv_levels: int = _f(8, "", "Leroux et al.: stored K/V 8 levels in 0-0.9 V")
+    kv_vwrite_max: float = _f(0.9, "V", "Leroux et al.: K/V written in 0-0.9 V")
+    kv_offset: float = _f(0.45, "V", "Leroux et al.: offset VDD/2 = 0.45 V (reference column)")
+    out_levels: int = _f(32, "", "Leroux et al.: output 32 levels in [-1,1] per 64-token tile")
+    t_max: float = _f(15e-9, "s", "Leroux et al.: HardSigmoid saturation T_max = 15 ns")
+    token_period: float = _f(65e-9, "s", "Leroux et al.: 65 ns latency per token")
+    decay: bool = _f(True, "", "stored K/V leak with token age (retention table)")
+    attn_control_energy: float = _f(4e-9, "J/token/head", "Leroux et al.: digital control 4 nJ")
+    attn_dac_energy: float = _f(330e-12, "J/token/head", "Leroux et al.: DACs 330 pJ")
+
+    # digital parts (norms, residuals, embeddings, softmax where attention stays digital)
+    digital_mac_energy: float = _f(4.6e-12, "J", "Horowitz ISSCC 2014, 45 nm: fp32 mult 3.7 pJ "
+                                   "+ add 0.9 pJ")
+    digital_op_energy: float = _f(0.9e-12, "J", "Horowitz ISSCC 2014, 45 nm: fp32 add 0.9 pJ")
+    digital_mac_time: float = _f(1e-12, "s", "per MAC for digital matmuls (1 TMAC/s engine), "
+                                 "stated assumption")
+
+    # ------------------------------------------------------------------ helpers
+    @classmethod
+    def fields(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> "HardwareConfig":
+        known = cls.fields()
+        kwargs = {}
+        for key, value in data.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+            f = known[key]
+            want = type(f.default)
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ConfigError(f"{where}: {key} = {value!r} should be a {want.__name__}")
+            choices = f.metadata["choices"]
+            if choices and value not in choices:
+                raise ConfigError(f"{where}: {key} = {value!r}, expected one of {', '.join(choices)}")
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HardwareConfig":
+        path = Path(path)
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        if "hardware" in data and isinstance(data["hardware"], dict):
+            data = data["hardware"]
+        return cls.from_dict(data, where=str(path))
+
+    def replace(self, **changes) -> "HardwareConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        rows = []
+        for name, f in self.fields().items():
+            rows.append(f"{name:22s} = {getattr(self, name)!r:14} {f.metadata['units']:13s} "
+                        f"{f.metadata['source']}")
+        return "\n".join(rows)

@@ -1,0 +1,203 @@
+"""RRAM 1T1R cell for crossbar weights, built only from the `rram_1t1r` tables.
+
+The device state is the filament gap [nm]. Program-and-verify aims at a conductance read at
+`v_read` and `program_temperature`; what it reaches scatters as the `program_verify` Monte
+Carlo table says. The crossbar then reads the cell at the operating `temperature` and
+`corner`, so a gap programmed for one conductance can read as another: weights drift with
+temperature because the tables say so, not because a fit says so.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from ..paths import data_dir
+from .table import OutOfRangeError, Table, TableError
+
+FILE = "rram_1t1r.h5"
+PV_CORNER = "tt"    # the program_verify table holds the typical corner only
+FINE = 64           # gap map points per table gap step: a log-G interpolation error < 1e-6
+
+
+def tables_path(config) -> Path:
+    folder = Path(config.tables_dir) if config.tables_dir else data_dir() / "tables"
+    return folder / FILE
+
+
+class _Knots:
+    """Ascending knots: locate x once (arithmetic when uniform), then interpolate any
+    values on the knots piecewise-linearly, constant beyond the ends (float64)."""
+
+    def __init__(self, xs: torch.Tensor):
+        self.xs = xs.to(torch.float64)
+        n = len(xs)
+        self.step = float(self.xs[-1] - self.xs[0]) / (n - 1)
+        even = self.xs[0] + self.step * torch.arange(n, dtype=torch.float64)
+        self.uniform = bool(torch.allclose(self.xs, even, rtol=0, atol=1e-9 * abs(self.step)))
+
+    def locate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.xs)
+        if self.uniform:
+            f = ((x - self.xs[0]) / self.step).clamp(0, n - 1)
+            i = f.floor().long().clamp(max=n - 2)
+            return i, f - i
+        i = (torch.searchsorted(self.xs, x.contiguous(), right=True) - 1).clamp(0, n - 2)
+        x0, x1 = self.xs[i], self.xs[i + 1]
+        return i, ((x - x0) / (x1 - x0)).clamp(0, 1)
+
+    @staticmethod
+    def lerp(ys: torch.Tensor, where: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        i, w = where
+        y0 = ys[i]
+        return y0 + w * (ys[i + 1] - y0)
+
+    def __call__(self, x: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return self.lerp(ys, self.locate(x))
+
+
+class RramDevice:
+    """Program conductances into gaps and read gaps back as currents, from the tables.
+
+    `config.ideal`: a linear device (read current = target conductance x voltage), no spread.
+    `out_of_range` counts clamped queries: targets outside the program_verify levels
+    (`target`) and programmed conductances beyond what any gap reads (`g_programmed`);
+    the tables' own counts are in `report()`.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.ideal = bool(config.ideal)
+        self.spread = bool(config.weight_spread) and not self.ideal
+        self.policy = config.out_of_range
+        self.v_read = float(config.v_read)
+        self.out_of_range: Counter[str] = Counter()
+        path = tables_path(config)
+        axes = {"temperature": "degC", "gini": "nm", "vbl": "V"}
+        self.read = Table.load(path, "read", config.corner, axes=axes,
+                               quantities={"i_cell": "A"}, policy=self.policy)
+        self.pv = Table.load(path, "program_verify", PV_CORNER,
+                             axes={"temperature": "degC", "target": "S", "sample": ""},
+                             quantities={"g_reached": "S", "energy": "J"}, policy=self.policy)
+        self._build_maps()
+        self._build_spread()
+        self._check_window()
+
+    # ------------------------------------------------------------------ tables -> maps
+    def _g_of_gap(self, temperature: float) -> torch.Tensor:
+        i = self.read("i_cell", temperature=temperature, gini=self.gap, vbl=self.v_read)
+        return i / self.v_read
+
+    def _build_maps(self) -> None:
+        """G(gap) at the verify read (program temperature) and at the operating read."""
+        ax = self.read.axis("gini")
+        self.gap = torch.linspace(ax.lo, ax.hi, (len(ax.values) - 1) * FINE + 1,
+                                  dtype=torch.float64)
+        g_prog = self._g_of_gap(float(self.config.program_temperature))
+        if not bool((g_prog[1:] < g_prog[:-1]).all()):
+            raise TableError(f"{self.read.path}:read: i_cell/vbl at {self.v_read} V is not "
+                             "monotonic in the gap: conductances cannot be mapped to gaps")
+        self._log_g_prog = g_prog.log()
+        self._gap_knots = _Knots(self.gap)
+        self._inverse_knots = _Knots(-self._log_g_prog)
+        g_op = self._g_of_gap(float(self.config.temperature))
+        self._log_g_read = (g_prog if self.ideal else g_op).log()
+
+    def _build_spread(self) -> None:
+        """Log-mean bias and log-std of reached/target at each program_verify level."""
+        targets = torch.as_tensor(self.pv.axis("target").values, dtype=torch.float64)
+        samples = torch.as_tensor(self.pv.axis("sample").values, dtype=torch.float64)
+        t_prog = float(self.config.program_temperature)
+        grid = dict(temperature=t_prog, target=targets[:, None], sample=samples[None, :])
+        ratio = (self.pv("g_reached", **grid) / targets[:, None]).log()
+        ok = ~ratio.isnan()
+        n = ok.sum(1)
+        if bool((n < 2).any()):
+            raise TableError(f"{self.pv.path}:program_verify: a target level has fewer than "
+                             "two valid samples")
+        r = ratio.nan_to_num(0.0)
+        self._log_target = targets.log()
+        self._target_knots = _Knots(self._log_target)
+        self._bias = r.sum(1) / n
+        self._sigma = (((r - self._bias[:, None]) ** 2 * ok).sum(1) / (n - 1)).sqrt()
+        self._energy = self.pv("energy", **grid).nanmean(1)
+
+    def _check_window(self) -> None:
+        cfg = self.config
+        if not 0 < cfg.g_min < cfg.g_max:
+            raise ValueError(f"g_min={cfg.g_min:g} S, g_max={cfg.g_max:g} S: need 0 < g_min < g_max")
+        if self.policy == "raise":
+            self._targets(torch.tensor([cfg.g_min, cfg.g_max], dtype=torch.float64))
+
+    # ------------------------------------------------------------------ public
+    @property
+    def g_range(self) -> tuple[float, float]:
+        """Conductances [S] that some gap reads at the verify read (smallest, largest)."""
+        return float(self._log_g_prog[-1].exp()), float(self._log_g_prog[0].exp())
+
+    def _targets(self, g: torch.Tensor) -> torch.Tensor:
+        lo, hi = self._log_target[0].exp().item(), self._log_target[-1].exp().item()
+        outside = (g < lo * (1 - 1e-9)) | (g > hi * (1 + 1e-9))
+        if bool(outside.any()):
+            bad = g[outside].flatten()[0].item()
+            if self.policy == "raise":
+                raise OutOfRangeError(
+                    f"{self.pv.path}:program_verify: target conductance {bad:.4g} S is outside "
+                    f"the characterized levels [{lo:.4g}, {hi:.4g}] S (g_min/g_max)")
+            self.out_of_range["target"] += int(outside.sum())
+        return g.clamp(lo, hi)
+
+    def gap_for(self, g: torch.Tensor) -> torch.Tensor:
+        """Gap [nm] whose verify read gives conductance g [S], clamped to the table's gaps."""
+        log_g = torch.as_tensor(g, dtype=torch.float64).log()
+        lo, hi = self._log_g_prog[-1], self._log_g_prog[0]
+        outside = (log_g < lo) | (log_g > hi)
+        if bool(outside.any()):
+            self.out_of_range["g_programmed"] += int(outside.sum())
+        return self._inverse_knots(-log_g, self.gap)
+
+    def program(self, g_target: torch.Tensor, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        """Program-and-verify each cell towards g_target [S]; returns the gap [nm] reached.
+
+        Reached = target x exp(bias + sigma z), z ~ N(0, 1), with bias and sigma of the
+        program_verify samples interpolated in log target. Exact without spread."""
+        g = torch.as_tensor(g_target, dtype=torch.float64)
+        if self.spread:
+            g = self._targets(g)
+            at = self._target_knots.locate(g.log())
+            z = torch.randn(g.shape, generator=generator, dtype=torch.float64)
+            g = g * (_Knots.lerp(self._bias, at) + _Knots.lerp(self._sigma, at) * z).exp()
+        return self.gap_for(g)
+
+    def read_conductance(self, gap: torch.Tensor) -> torch.Tensor:
+        """I_cell(gap, v_read) / v_read [S] at the operating temperature and corner."""
+        gap = torch.as_tensor(gap, dtype=torch.float64)
+        return self._gap_knots(gap, self._log_g_read).exp()
+
+    def read_current(self, gap: torch.Tensor, v) -> torch.Tensor:
+        """Cell current [A] at gap [nm] and bit-line voltage v [V] (the table's I-V)."""
+        if self.ideal:
+            gap = torch.as_tensor(gap, dtype=torch.float64)
+            return self._gap_knots(gap, self._log_g_prog).exp() * torch.as_tensor(v, dtype=torch.float64)
+        return self.read("i_cell", temperature=float(self.config.temperature), gini=gap, vbl=v)
+
+    def program_energy(self, g_target: torch.Tensor) -> torch.Tensor:
+        """Mean program-and-verify energy [J] per cell (one-time), log-log in target."""
+        g = torch.as_tensor(g_target, dtype=torch.float64)
+        lo, hi = self._log_target[0].exp().item(), self._log_target[-1].exp().item()
+        return self._target_knots(g.clamp(lo, hi).log(), self._energy.log()).exp()
+
+    def report(self) -> str:
+        """Clamped-query counts of the device and of its tables, or ''."""
+        parts = [f"rram.{k}: {v}" for k, v in self.out_of_range.items() if v]
+        parts += [r for r in (self.read.report(), self.pv.report()) if r]
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:
+        mode = "ideal" if self.ideal else ("spread" if self.spread else "no spread")
+        return (f"RramDevice({self.read.path.name} @ {self.read.corner}, read "
+                f"{self.config.temperature} C / programmed {self.config.program_temperature} C, "
+                f"{self.v_read} V, {mode})")
