@@ -82,7 +82,7 @@ def test_decode_with_cache_equals_full_sequence():
         steps = [r.logits]
         cache = r.past_key_values
         for t in range(32, 40):
-            r = m(IDS[:, t:t + 1], past_key_values=cache, use_cache=True)
+            r = m(IDS[:, t:t + 1], cache=cache, use_cache=True)
             cache = r.past_key_values
             steps.append(r.logits)
     inc = torch.cat(steps, 1)
@@ -111,6 +111,21 @@ def test_attention_energy_per_token_grows_with_context():
     assert c2p[128] / c2p[64] == pytest.approx(conversions[128] / conversions[64], rel=0.02)
     # each token's K and V are written once, whatever the context
     assert write[128] == pytest.approx(write[64], rel=0.5)
+
+
+def test_calibration_round_trips_through_its_file(tmp_path):
+    from cimlut.models import calibrate
+    model = tiny("llama")
+    m, conv = converted(model, IDS, analog="both")
+    calibrate.match_outputs(conv, m, IDS, passes=2)
+    path = calibrate.save(tmp_path / "cal.json", conv, "tiny-llama")
+    fresh, conv2 = convert(model, HardwareConfig(analog="both"))
+    calibrate.apply_calibration(fresh, conv2, path)
+    assert torch.equal(out(fresh, IDS), out(m, IDS))
+    lin_only, conv3 = convert(model, HardwareConfig(analog="attention"))
+    conv3.linears["x"] = None
+    with pytest.raises(ValueError, match=r"no calibration for x"):
+        calibrate.apply_calibration(lin_only, conv3, path)
 
 
 def test_everything_digital_is_still_metered():

@@ -5,9 +5,12 @@ default scalers of every gain-cell attention are observed on held-out tokens, th
 
 Scalers (`calibrate`, the adaptation of Leroux et al. 2024/25, arXiv 2409.19315, before any
 fine-tuning): for each layer and head, the output scaler (a, b) of the analog attention is
-set so that its output's mean and standard deviation match those of the digital reference
-attention fed the same q, k, v; passes repeat because each layer's inputs depend on the
-layers before it. Saved as JSON (plain lists per module) for `cimlut run --calibration`.
+set so that its output's mean and standard deviation match those of the reference attention
+fed the same q, k, v; passes repeat because each layer's inputs depend on the layers before
+it. The reference is the attention the model was trained with: softmax for the models here
+(Leroux et al. matched to their own trained linear HardSigmoid model). Range observation
+already does one such matching per head on its batch, so the passes refine it. Saved as
+JSON (plain lists per module) for `cimlut run --calibration`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ import torch
 
 from .. import __version__
 
-SCALERS = ("q_scale", "q_bias", "k_scale", "k_bias", "v_scale", "v_bias",
-           "out_scale", "out_bias", "s_gain")
 
 
 def _run_all(model, batches) -> None:
@@ -115,6 +116,7 @@ class CalibrationResult:
     model: str
     path: Path
     ppl_digital: float
+    ppl_identity: float
     ppl_before: float
     ppl_after: float
     passes: list
@@ -140,16 +142,25 @@ def run(model_name: str, config, save_path: str | Path, tokens: int = 512,
     with conv.ledger.paused():
         calibrate_ranges(analog, conv, held)
         ppl_digital = math.exp(nll(lm.model, ids).mean())
+        ranged = {n: a.calibration_state() for n, a in conv.attentions.items()}
+        for a in conv.attentions.values():  # Leroux's "before": no output adaptation at all
+            a.out_scale.fill_(1.0)
+            a.out_bias.zero_()
+        identity = math.exp(nll(analog, ids).mean()) if conv.attentions else float("nan")
+        for n, a in conv.attentions.items():
+            a.load_calibration_state(ranged[n])
         before = math.exp(nll(analog, ids).mean())
         history = match_outputs(conv, analog, held, passes, progress) if conv.attentions else []
         after = math.exp(nll(analog, ids).mean())
-    path = save(save_path, conv, model_name, {"ppl_before": before, "ppl_after": after,
-                                              "ppl_digital": ppl_digital, "tokens": tokens})
-    return CalibrationResult(model_name, path, ppl_digital, before, after, history,
+    path = save(save_path, conv, model_name, {"ppl_identity": identity, "ppl_before": before,
+                                              "ppl_after": after, "ppl_digital": ppl_digital,
+                                              "tokens": tokens, "calib_tokens": calib_tokens})
+    return CalibrationResult(model_name, path, ppl_digital, identity, before, after, history,
                              time.perf_counter() - t0)
 
 
 def summary(r: CalibrationResult) -> str:
-    return (f"{r.model}: perplexity digital {r.ppl_digital:.3f}; analog before calibration "
-            f"{r.ppl_before:.3f}, after {r.ppl_after:.3f} ({len(r.passes)} passes, "
-            f"{r.seconds:.0f} s)\nsaved {r.path}")
+    return (f"{r.model}: perplexity digital {r.ppl_digital:.3f}; analog with identity output "
+            f"scalers {r.ppl_identity:.3f}, with observed ranges {r.ppl_before:.3f}, after "
+            f"{len(r.passes)} matching passes {r.ppl_after:.3f} ({r.seconds:.0f} s)\n"
+            f"saved {r.path}")

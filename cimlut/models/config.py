@@ -92,8 +92,9 @@ class HardwareConfig:
     attn_dac_energy: float = _f(330e-12, "J/token/head", "Leroux et al.: DACs 330 pJ")
 
     # digital parts (norms, residuals, embeddings, softmax where attention stays digital)
-    digital_mac_energy: float = _f(4.6e-12, "J", "Horowitz ISSCC 2014, 45 nm: fp32 mult 3.7 pJ "
-                                   "+ add 0.9 pJ")
+    digital_mac_energy: float = _f(0.23e-12, "J", "Horowitz ISSCC 2014, 45 nm: 8-bit int "
+                                   "mult 0.2 pJ + add 0.03 pJ (8-bit activations, Wang et al.); "
+                                   "fp32 would be 4.6 pJ")
     digital_op_energy: float = _f(0.9e-12, "J", "Horowitz ISSCC 2014, 45 nm: fp32 add 0.9 pJ")
     digital_mac_time: float = _f(1e-12, "s", "per MAC for digital matmuls (1 TMAC/s engine), "
                                  "stated assumption")

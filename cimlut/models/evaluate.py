@@ -78,7 +78,7 @@ def decode(model, ids: torch.Tensor, steps: int, ledger: Ledger) -> torch.Tensor
     generated = [nxt]
     with ledger.in_phase("decode"):
         for _ in range(steps):
-            out = model(nxt, past_key_values=cache, use_cache=True)
+            out = model(nxt, cache=cache, use_cache=True)
             ledger.count_tokens(1)
             cache = out.past_key_values
             nxt = out.logits[:, -1:].argmax(-1)

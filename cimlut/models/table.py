@@ -269,67 +269,71 @@ class Table:
 
     def interpolator(self, quantity: str, compile: bool = True, dtype=torch.float32):
         """A fused lookup `f(*coords) -> values` in float32, coordinates in axis order, for
-        hot loops. Fractional indices are computed within one segment (bucket map, then the
-        offset from the segment's own start), so float32 indices stay exact to ~1e-6 on
-        non-uniform axes (`dtype=torch.float64` to check; benchmarks/bench_model.py prints
+        hot loops. Each grid cell's 2^n corner values are stored together (one cache line
+        per lookup, not 2^n scattered reads); a bucket map on a uniform grid finer than the
+        smallest segment finds the segment of a non-uniform axis without a search, and the
+        fractional index is taken from that segment's own start, so float32 indices stay
+        exact to ~1e-6 (`dtype=torch.float64` to check; benchmarks/bench_model.py prints
         both). Counts out-of-range queries like `__call__`; honours policy `raise`."""
-        vals = self._values[quantity].to(torch.float32).contiguous()
         q = self.quantities[quantity]
         names = list(self.axes)
+        vals = self._values[quantity].to(torch.float32)
+        active = [k for k, d in enumerate(names) if vals.shape[k] > 1]
+        core = vals.reshape([vals.shape[k] for k in active])
+        m = len(active)
+        cells = [s - 1 for s in core.shape]
+        stacked = torch.empty(*cells, 1 << m)
+        for c in range(1 << m):
+            idx = tuple(slice(c >> j & 1, (c >> j & 1) + cells[j])
+                        for j in range(m))
+            stacked[..., c] = core[idx]
+        stacked = stacked.reshape(-1, 1 << m).contiguous()
+        strides = [math.prod(cells[j + 1:]) for j in range(m)]
         specs = []
-        for k, d in enumerate(names):
+        for j, k in enumerate(active):
+            d = names[k]
             g, uniform = self._grids[d]
             a = self.axes[d]
-            # non-uniform axes: a bucket map on a uniform grid finer than the smallest
-            # segment gives the segment in one gather and one comparison (no search)
             nb = 1
-            if not uniform and len(g) > 1:
+            if not uniform:
                 nb = int(min(65536, math.ceil(float(g[-1] - g[0]) / float(torch.diff(g).min())) * 2))
             edges = g[0] + (g[-1] - g[0]) * torch.arange(nb, dtype=torch.float64) / nb
-            bucket = (torch.searchsorted(g, edges, right=True) - 1).clamp(0, max(len(g) - 2, 0))
-            specs.append((a.interp == "log", a.lo, a.hi, uniform, g, float(g[0]),
-                          float((g[-1] - g[0]) / max(len(g) - 1, 1)), len(g),
-                          math.prod(vals.shape[k + 1:]), bucket, nb / float(g[-1] - g[0] or 1)))
-        flat = vals.reshape(-1)
+            bucket = (torch.searchsorted(g, edges, right=True) - 1).clamp(0, len(g) - 2)
+            specs.append((k, a.interp == "log", a.lo, a.hi, uniform, g.to(dtype), float(g[0]),
+                          float((g[-1] - g[0]) / (len(g) - 1)), len(g), strides[j], bucket,
+                          nb / float(g[-1] - g[0])))
+
+        bounds = [(self.axes[d].lo, self.axes[d].hi) for d in names]
 
         def lookup(*xs):
-            base = None
-            ws = []
-            outside = []
-            for x, (is_log, lo, hi, uniform, g, g0, step, n, stride, bucket, inv_w) in zip(xs, specs):
-                x = x.to(dtype)
-                outside.append(((x < lo) | (x > hi)).sum())
-                x = x.clamp(lo, hi)
+            base, ws = None, []
+            outside = [((x < lo) | (x > hi)).sum() for x, (lo, hi) in zip(xs, bounds)]
+            for k, is_log, lo, hi, uniform, g, g0, step, n, stride, bucket, inv_w in specs:
+                x = xs[k].to(dtype).clamp(lo, hi)
                 if is_log:
                     x = torch.log(x)
-                if n == 1:
-                    fi = torch.zeros_like(x)
-                elif uniform:
+                if uniform:
                     fi = (x - g0) / step
+                    i = fi.floor().clamp(0, n - 2)
+                    w = fi - i
+                    i = i.long()
                 else:
                     b = ((x - g0) * inv_w).long().clamp(0, bucket.numel() - 1)
                     i = bucket[b]
                     i = i + ((x >= g[(i + 1).clamp(max=n - 1)]) & (i < n - 2)).long()
-                    gd = g.to(dtype)
-                    fi = i.to(dtype) + (x - gd[i]) / (gd[i + 1] - gd[i])
-                i0 = fi.floor().clamp(0, max(n - 2, 0))
-                ws.append(((fi - i0).to(torch.float32), stride if n > 1 else 0))  # weights
-                term = i0.long() * stride
-                base = term if base is None else base + term
-            out = torch.zeros(base.shape, dtype=torch.float32)
-            for c in range(1 << len(ws)):
-                idx, wt = base, None
-                for k, (w, s) in enumerate(ws):
-                    bit = c >> k & 1
-                    if bit and s == 0:
-                        wt = 0.0
-                        break
-                    wk = w if bit else 1 - w
-                    idx = idx + s * bit
-                    wt = wk if wt is None else wt * wk
-                if isinstance(wt, float):
-                    continue
-                out = out + wt * flat[idx]
+                    w = ((x - g[i]) / (g[i + 1] - g[i])).clamp(0, 1)
+                ws.append(w.to(torch.float32))
+                base = i * stride if base is None else base + i * stride
+            if base is None:
+                out = stacked[0, 0].expand(xs[0].shape).clone()
+            else:
+                out = torch.zeros(base.shape, dtype=torch.float32)
+                for c in range(1 << m):
+                    wt = None
+                    for j, w in enumerate(ws):
+                        wj = w if c >> j & 1 else 1 - w
+                        wt = wj if wt is None else wt * wj
+                    out = out + wt * stacked[base, c]
             return _inv(out, q.interp, q.floor), torch.stack(outside)
 
         fn = torch.compile(lookup, dynamic=False) if compile else lookup
