@@ -193,7 +193,8 @@ def cmd_calibrate(args) -> int:
     from .models import calibrate
     _threads(args.threads)
     cfg = _hardware(args)
-    result = calibrate.run(args.model, cfg, args.save, tokens=args.tokens,
+    save = args.save or f"out/calibration/{Path(args.model).name}-{cfg.analog}.json"
+    result = calibrate.run(args.model, cfg, save, tokens=args.tokens,
                            calib_tokens=args.calib_tokens, passes=args.passes,
                            progress=not args.quiet)
     print(calibrate.summary(result))
@@ -282,8 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "and save them for `run --calibration`")
     s.add_argument("--model", default="smollm2")
     _hardware_args(s)
-    s.add_argument("--save", default="out/calibration/smollm2.json")
-    s.add_argument("--tokens", type=int, default=512, help="evaluation tokens, before and after")
+    s.add_argument("--save", help="where to write the scalers (default: "
+                   "out/calibration/MODEL-ANALOG.json)")
+    s.add_argument("--tokens", type=int, default=512, help="evaluation tokens, before and after "
+                   "(MiniLM: tokens/32 sentences)")
     s.add_argument("--calib-tokens", type=int, default=256, help="held-out calibration tokens")
     s.add_argument("--passes", type=int, default=3)
     s.add_argument("--threads", type=int)
@@ -296,13 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .characterize.errors import SpiceError
     from .characterize.spec import SpecError
+    from .models.calibrate import CalibrationError
     from .models.config import ConfigError
     from .models.convert import UnsupportedModelError
     from .models.table import OutOfRangeError, TableError
     try:
         return args.fn(args)
     except (SpiceError, SpecError, FileNotFoundError, RuntimeError, ConfigError, TableError,
-            OutOfRangeError, UnsupportedModelError) as exc:
+            OutOfRangeError, UnsupportedModelError, CalibrationError) as exc:
         print(f"cimlut: {exc}", file=sys.stderr)
         return 2
 

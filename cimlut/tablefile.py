@@ -38,20 +38,21 @@ class TableData:
     montecarlo: str = ""
 
 
-def to_interp_space(values: np.ndarray, interp: str, floor: float = 0.0) -> np.ndarray:
-    """Map values to the space in which the table is interpolated linearly."""
+def to_interp_space(values, interp: str, floor: float = 0.0, xp=np):
+    """Map values to the space in which the table is interpolated linearly (`xp`: numpy,
+    or torch for tensors)."""
     if interp == "log":
-        return np.log(values)
+        return xp.log(values)
     if interp == "asinh":
-        return np.arcsinh(values / floor)
+        return xp.asinh(values / floor) if xp is not np else np.arcsinh(values / floor)
     return values
 
 
-def from_interp_space(values: np.ndarray, interp: str, floor: float = 0.0) -> np.ndarray:
+def from_interp_space(values, interp: str, floor: float = 0.0, xp=np):
     if interp == "log":
-        return np.exp(values)
+        return xp.exp(values)
     if interp == "asinh":
-        return np.sinh(values) * floor
+        return xp.sinh(values) * floor
     return values
 
 

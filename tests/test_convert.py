@@ -124,7 +124,7 @@ def test_calibration_round_trips_through_its_file(tmp_path):
     assert torch.equal(out(fresh, IDS), out(m, IDS))
     lin_only, conv3 = convert(model, HardwareConfig(analog="attention"))
     conv3.linears["x"] = None
-    with pytest.raises(ValueError, match=r"no calibration for x"):
+    with pytest.raises(calibrate.CalibrationError, match=r"no calibration for x"):
         calibrate.apply_calibration(lin_only, conv3, path)
 
 

@@ -70,3 +70,21 @@ def test_cli_names_bad_input(tmp_path, capsys):
     bad.write_text('adc_bits = "many"\n')
     assert main(["hardware", "--config", str(bad)]) == 2
     assert "adc_bits = 'many' should be a int" in capsys.readouterr().err
+
+
+def test_cli_calibrate_then_run_with_the_saved_scalers(tmp_path, capsys):
+    cal = tmp_path / "cal.json"
+    assert main(["calibrate", "--model", "minilm", "--analog", "attention", "--tokens", "160",
+                 "--calib-tokens", "160", "--passes", "1", "--save", str(cal), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "cosine digital 1.0000" in text and "after 1 matching passes" in text
+    doc = json.loads(cal.read_text())
+    assert doc["metric"] == "cosine" and len(doc["attention"]) == 6
+    assert -1 <= doc["after"] <= 1
+    assert main(["run", "--model", "minilm", "--analog", "attention", "--sentences", "5",
+                 "--calibration", str(cal), "--json", str(tmp_path / "r.json"),
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    # a calibration of attention only cannot stand in for analog linear layers
+    assert main(["run", "--model", "minilm", "--analog", "both", "--sentences", "2",
+                 "--calibration", str(cal), "--out", str(tmp_path), "--quiet"]) == 2
+    assert "holds no linear calibration" in capsys.readouterr().err

@@ -27,6 +27,10 @@ from .. import __version__
 
 
 
+class CalibrationError(ValueError):
+    """A calibration file that does not fit the converted model, or nothing to calibrate."""
+
+
 def _run_all(model, batches) -> None:
     with torch.no_grad():
         for ids in batches if isinstance(batches, list) else [batches]:
@@ -101,66 +105,83 @@ def apply_calibration(model, conv, path: str | Path) -> None:
     for kind, mods in (("attention", conv.attentions), ("linear", conv.linears)):
         saved = doc.get(kind, {})
         if mods and not saved:
-            raise ValueError(f"{path}: holds no {kind} calibration, but the model has "
+            raise CalibrationError(f"{path}: holds no {kind} calibration, but the model has "
                              f"{len(mods)} analog {kind} modules (calibrated with analog="
                              f"{doc.get('config', {}).get('analog')!r})")
         for name, m in mods.items():
             if name not in saved:
-                raise ValueError(f"{path}: no calibration for {name} (calibrated for model "
+                raise CalibrationError(f"{path}: no calibration for {name} (calibrated for model "
                                  f"{doc.get('model')!r})")
             m.load_calibration_state({k: torch.tensor(v) for k, v in saved[name].items()})
 
 
 @dataclass
 class CalibrationResult:
+    """Quality at each stage: perplexity (language models, lower is better) or mean cosine
+    of sentence embeddings against the digital model's (embedding models, higher is better)."""
     model: str
     path: Path
-    ppl_digital: float
-    ppl_identity: float
-    ppl_before: float
-    ppl_after: float
+    metric: str
+    digital: float
+    identity: float
+    before: float
+    after: float
     passes: list
     seconds: float
 
 
+def _quality(lm, tokens: int, calib_tokens: int):
+    """(quality function of a model, held-out calibration batches) for the model's task."""
+    from . import zoo
+    from .evaluate import embed, nll, token_ids
+    if lm.task == "causal-lm":
+        ids = token_ids(lm.tokenizer, tokens)
+        held = token_ids(lm.tokenizer, calib_tokens, offset=tokens)
+        return "perplexity", (lambda m: math.exp(nll(m, ids).mean())), held
+    n = max(4, tokens // 32)
+    sents = zoo.sentences(n)
+    held = [lm.tokenizer(s, return_tensors="pt").input_ids
+            for s in zoo.sentences(n + max(4, calib_tokens // 32))[n:]]
+    ref = embed(lm.model, lm.tokenizer, sents)
+    return "cosine", (lambda m: float((embed(m, lm.tokenizer, sents) * ref).sum(-1).mean())), held
+
+
 def run(model_name: str, config, save_path: str | Path, tokens: int = 512,
         calib_tokens: int = 256, passes: int = 3, progress: bool = True) -> CalibrationResult:
-    """Convert, set ranges, match statistics on held-out tokens, report perplexity on the
-    evaluation tokens before and after, and save."""
+    """Convert, set ranges, match statistics on held-out data, report quality on the
+    evaluation data with identity output scalers, with the observed ranges, and after the
+    matching passes; save. Language models: `tokens` of text; MiniLM: tokens/32 sentences."""
     from . import zoo
     from .convert import convert
-    from .evaluate import nll, token_ids
     t0 = time.perf_counter()
     lm = zoo.load(model_name)
-    if lm.task != "causal-lm":
-        raise ValueError(f"calibrate reports perplexity: {model_name} is not a language model")
     analog, conv = convert(lm.model, config, progress=progress)
     if not conv.attentions and not conv.linears:
-        raise ValueError("nothing is analog (analog = 'none'): nothing to calibrate")
-    ids = token_ids(lm.tokenizer, tokens)
-    held = token_ids(lm.tokenizer, calib_tokens, offset=tokens)
+        raise CalibrationError("nothing is analog (analog = 'none'): nothing to calibrate")
+    metric, quality, held = _quality(lm, tokens, calib_tokens)
     with conv.ledger.paused():
         calibrate_ranges(analog, conv, held)
-        ppl_digital = math.exp(nll(lm.model, ids).mean())
+        digital = quality(lm.model)
         ranged = {n: a.calibration_state() for n, a in conv.attentions.items()}
         for a in conv.attentions.values():  # Leroux's "before": no output adaptation at all
             a.out_scale.fill_(1.0)
             a.out_bias.zero_()
-        identity = math.exp(nll(analog, ids).mean()) if conv.attentions else float("nan")
+        identity = quality(analog) if conv.attentions else float("nan")
         for n, a in conv.attentions.items():
             a.load_calibration_state(ranged[n])
-        before = math.exp(nll(analog, ids).mean())
+        before = quality(analog)
         history = match_outputs(conv, analog, held, passes, progress) if conv.attentions else []
-        after = math.exp(nll(analog, ids).mean())
-    path = save(save_path, conv, model_name, {"ppl_identity": identity, "ppl_before": before,
-                                              "ppl_after": after, "ppl_digital": ppl_digital,
-                                              "tokens": tokens, "calib_tokens": calib_tokens})
-    return CalibrationResult(model_name, path, ppl_digital, identity, before, after, history,
-                             time.perf_counter() - t0)
+        after = quality(analog)
+    path = save(save_path, conv, model_name, {"metric": metric, "digital": digital,
+                                              "identity": identity, "before": before,
+                                              "after": after, "tokens": tokens,
+                                              "calib_tokens": calib_tokens})
+    return CalibrationResult(model_name, path, metric, digital, identity, before, after,
+                             history, time.perf_counter() - t0)
 
 
 def summary(r: CalibrationResult) -> str:
-    return (f"{r.model}: perplexity digital {r.ppl_digital:.3f}; analog with identity output "
-            f"scalers {r.ppl_identity:.3f}, with observed ranges {r.ppl_before:.3f}, after "
-            f"{len(r.passes)} matching passes {r.ppl_after:.3f} ({r.seconds:.0f} s)\n"
+    return (f"{r.model}: {r.metric} digital {r.digital:.4f}; analog with identity output "
+            f"scalers {r.identity:.4f}, with observed ranges {r.before:.4f}, after "
+            f"{len(r.passes)} matching passes {r.after:.4f} ({r.seconds:.0f} s)\n"
             f"saved {r.path}")

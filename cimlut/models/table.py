@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..tablefile import SCHEMA_VERSION
+from ..tablefile import SCHEMA_VERSION, from_interp_space, to_interp_space
 
 POLICIES = ("clamp", "raise")
 
@@ -58,19 +58,11 @@ class Quantity:
 
 
 def _fwd(x: torch.Tensor, interp: str, floor: float = 0.0) -> torch.Tensor:
-    if interp == "log":
-        return torch.log(x)
-    if interp == "asinh":
-        return torch.asinh(x / floor)
-    return x
+    return to_interp_space(x, interp, floor, xp=torch)
 
 
 def _inv(x: torch.Tensor, interp: str, floor: float = 0.0) -> torch.Tensor:
-    if interp == "log":
-        return torch.exp(x)
-    if interp == "asinh":
-        return torch.sinh(x) * floor
-    return x
+    return from_interp_space(x, interp, floor, xp=torch)
 
 
 def _text(v) -> str:
