@@ -5,6 +5,7 @@ Targets: analog forward <= 2x digital on CPU; >= 100 M lookups/s for a 3-axis ta
 thread (gaincell_2t.read: temperature, stored voltage, pulse width).
 
     python benchmarks/bench_model.py [--model smollm2] [--tokens 512] [--repeat 3] [--threads 1]
+                                     [--lookups-only]
 """
 
 from __future__ import annotations
@@ -66,12 +67,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lookups", type=int, default=4_000_000)
+    ap.add_argument("--lookups-only", action="store_true", help="skip the model forward passes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     print(f"table lookups, 3-axis gaincell_2t.read, {args.lookups:,} random points, 1 thread:")
     torch.set_num_threads(1)
     bench_lookups(args.lookups, args.repeat)
+    if args.lookups_only:
+        return
     torch.set_num_threads(args.threads)
 
     lm = zoo.load(args.model)

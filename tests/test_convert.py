@@ -128,6 +128,20 @@ def test_calibration_round_trips_through_its_file(tmp_path):
         calibrate.apply_calibration(lin_only, conv3, path)
 
 
+def test_queries_outside_the_tables_are_counted_or_raise():
+    from cimlut.models.table import OutOfRangeError
+    model = tiny("llama")
+    _, conv = convert(model, HardwareConfig(analog="linear", g_min=1e-7))
+    assert "rram.target" in conv.table_report()
+    _, conv = convert(model, HardwareConfig(analog="linear"))
+    assert conv.table_report() == ""
+    with pytest.raises(OutOfRangeError, match=r"program_verify|target"):
+        convert(model, HardwareConfig(analog="linear", g_min=1e-7, out_of_range="raise"))
+    with pytest.raises(OutOfRangeError, match=r"temperature=120"):
+        convert(model, HardwareConfig(analog="attention", temperature=120.0,
+                                      out_of_range="raise"))
+
+
 def test_everything_digital_is_still_metered():
     model = tiny("gpt2")
     m, conv = convert(model, HardwareConfig(analog="none"))

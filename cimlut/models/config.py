@@ -37,8 +37,9 @@ class HardwareConfig:
     out_of_range: str = _f("clamp", "", "table queries outside an axis: clamp and count, or raise",
                            ("clamp", "raise"))
     seed: int = _f(0, "", "seed of every sampled device spread")
-    ideal: bool = _f(False, "", "linear devices, no spread, no decay, float readout: the converted "
-                     "model must then match the digital one")
+    ideal: bool = _f(False, "", "linear devices, no spread, no decay, no quantization: analog "
+                     "linear layers then equal the digital ones, analog attention equals Leroux's "
+                     "linear HardSigmoid model (softmax itself has no analog counterpart)")
 
     # RRAM crossbars (every nn.Linear)
     tile_rows: int = _f(128, "", "Wang et al.: 128x128 computation crossbars")

@@ -96,13 +96,16 @@ class Conversion:
     cells: int = 0
 
     def table_report(self) -> str:
-        """Out-of-range counts of every table the converted modules read."""
-        seen, rows = set(), []
+        """Clamped (out-of-range) query counts of every device and table the converted
+        modules read, or '' when every query was inside."""
+        rows = []
         for dev in getattr(self, "devices", []):
-            for t in getattr(dev, "tables", lambda: [])():
-                if id(t) not in seen and t.report():
-                    seen.add(id(t))
-                    rows.append(f"{t.path.name}:{t.report()}")
+            if hasattr(dev, "report"):
+                r = dev.report()
+            else:
+                r = ", ".join(f"{t.path.name}:{t.report()}" for t in dev.tables() if t.report())
+            if r:
+                rows.append(r)
         return "; ".join(rows)
 
 

@@ -159,8 +159,10 @@ def summary(r: RunReport) -> str:
     q = r.quality
     rows = [f"{r.model} ({r.task}), analog = {r.analog}, {r.tokens} tokens"]
     if q["metric"] == "perplexity":
+        ratio = q["analog"] / q["digital"]
+        change = f"{100 * (ratio - 1):+.2f}%" if ratio < 2 else f"{ratio:,.1f}x"
         rows.append(f"  perplexity   digital {q['digital']:10.3f}   analog {q['analog']:10.3f}   "
-                    f"({100 * (q['analog'] / q['digital'] - 1):+.2f}%)")
+                    f"({change})")
     else:
         rows.append(f"  embedding cosine (analog vs digital) mean {q['mean']:.4f}  "
                     f"min {q['min']:.4f}  over {q['sentences']} sentences")
