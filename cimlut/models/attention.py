@@ -71,7 +71,8 @@ class GainCellAttention(nn.Module):
     full-scale charge; out = out_scale x (sum of tile codes) + out_bias. Defaults, from
     range observation (`observe`; else the first batch): q to the full pulse range, k and v
     symmetric about kv_offset over the write range, s_gain so that the largest score just
-    saturates the converter, out_fs the largest tile output, out_scale/out_bias matching
+    saturates the converter, out_fs the adc_range_percentile of |tile output| (the largest
+    would leave typical outputs below half a step: the products are exponential in k), out_scale/out_bias matching
     the softmax output's per-head mean/std. Inference only (no gradients). While
     `recording`, `stats` holds per-head means/stds for calibration (empty it to restart).
     """
@@ -284,8 +285,8 @@ class GainCellAttention(nn.Module):
                              out=ws.get("O", (BK, nt, g * qc, D + 1)))
             e["pv"] += float(O[..., D].sum())
             Ot = O[..., :D].view(B, Hkv, nt, g, qc, D)
-            if track_max:
-                st["o_max"] = torch.maximum(st["o_max"], Ot.abs().amax((0, 2, 4, 5)))
+            if track_max:   # the readout's full scale: a percentile, as for crossbar ADCs
+                st["o_max"] = torch.maximum(st["o_max"], self._percentile(Ot))
             Ot.mul_(fs)
             if quantize:
                 Ot.round_().clamp_(-half, cfg.out_levels - half - 1)
@@ -340,6 +341,19 @@ class GainCellAttention(nn.Module):
         acc[0] += x.shape[0] * x.shape[2] * x.shape[3]
         acc[1] += xd.sum((0, 2, 3))
         acc[2] += (xd * xd).sum((0, 2, 3))
+
+    def _percentile(self, ot: torch.Tensor) -> torch.Tensor:
+        """config.adc_range_percentile of |tile output| per (kv head, group head), on a
+        fixed-seed sample of at most 65536 values each (the max at 100)."""
+        Hkv, g = ot.shape[1], ot.shape[3]
+        x = ot.abs().permute(1, 3, 0, 2, 4, 5).reshape(Hkv * g, -1)
+        pct = self.config.adc_range_percentile
+        if pct >= 100:
+            return x.amax(1).view(Hkv, g)
+        if x.shape[1] > 65536:
+            gen = torch.Generator().manual_seed(x.shape[1])
+            x = x[:, torch.randint(x.shape[1], (65536,), generator=gen)]
+        return torch.quantile(x.float(), pct / 100, dim=1).view(Hkv, g).to(ot.dtype)
 
     def observe(self, on: bool = True) -> None:
         """Start observing ranges afresh (on) or freeze them (off), like a crossbar's ADC.

@@ -64,17 +64,22 @@ def match_outputs(conv, model, batches, passes: int = 3, progress: bool = False)
         for a in conv.attentions.values():
             a.recording, a.stats = True, {}
         _run_all(model, batches)
-        mismatch = []
+        mismatch, dead = [], 0
         for a in conv.attentions.values():
             a.recording = False
             raw_m, raw_s = _moments(a.stats, "raw")
             ref_m, ref_s = _moments(a.stats, "ref")
-            scale = ref_s / raw_s.clamp_min(1e-30)
+            # a head whose every readout is 0 has nothing to scale: it keeps its scalers
+            ok = (raw_s > 0) & torch.isfinite(raw_s) & torch.isfinite(ref_s)
+            scale = torch.where(ok, ref_s / raw_s.clamp_min(1e-30), a.out_scale.float())
+            bias = torch.where(ok, ref_m - raw_m * scale, a.out_bias.float())
             a.out_scale.copy_(scale.to(a.out_scale.dtype))
-            a.out_bias.copy_((ref_m - raw_m * scale).to(a.out_bias.dtype))
+            a.out_bias.copy_(bias.to(a.out_bias.dtype))
+            dead += int((~ok).sum())
             out_m, out_s = _moments(a.stats, "out")
             mismatch.append(float(((out_s - ref_s).abs() / ref_s.clamp_min(1e-30)).mean()))
-        history.append({"std_mismatch_before_pass": sum(mismatch) / max(len(mismatch), 1)})
+        history.append({"std_mismatch_before_pass": sum(mismatch) / max(len(mismatch), 1),
+                        "heads_reading_zero": dead})
     return history
 
 
