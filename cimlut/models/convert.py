@@ -254,5 +254,5 @@ def convert(model: nn.Module, config: HardwareConfig | None = None, ledger: Ledg
         _get(new, arch["head"]).register_forward_hook(meter.linear)
     for lin in conv.linears.values():
         conv.program_energy += float(getattr(lin, "program_energy", 0.0))
-        conv.cells += int(getattr(lin, "cells", 0))
+        conv.cells += 2 * lin.in_features * lin.out_features  # a differential pair each
     return new, conv
