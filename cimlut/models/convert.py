@@ -9,7 +9,6 @@ model. Supported: Llama (SmolLM2), GPT-2, BERT (all-MiniLM-L6-v2).
 from __future__ import annotations
 
 import copy
-import zlib
 from dataclasses import dataclass, field
 
 import torch
@@ -62,8 +61,10 @@ def _blocks(model: nn.Module, arch: dict) -> nn.ModuleList:
     path = arch["blocks"]
     try:
         return _get(model, path)
-    except AttributeError:  # a bare backbone (BertModel) has no "bert." prefix
-        return _get(model, path.split(".", 1)[1]) if "." in path else _get(model, path)
+    except AttributeError:  # a bare backbone (LlamaModel, GPT2Model) lacks the first level
+        if "." not in path:
+            raise
+        return _get(model, path.split(".", 1)[1])
 
 
 def as_linear(module: nn.Module) -> nn.Linear:
@@ -80,10 +81,6 @@ def as_linear(module: nn.Module) -> nn.Linear:
     raise UnsupportedModelError(f"expected a linear layer, got {type(module).__name__}")
 
 
-def stable_seed(seed: int, name: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2 ** 31)
-
-
 @dataclass
 class Conversion:
     """What `convert` did: the analog modules by name, and one-time costs."""
@@ -92,21 +89,14 @@ class Conversion:
     ledger: Ledger
     linears: dict[str, nn.Module] = field(default_factory=dict)
     attentions: dict[str, nn.Module] = field(default_factory=dict)
+    devices: list = field(default_factory=list)   # RramDevice, GainCellArrays
     program_energy: float = 0.0
     cells: int = 0
 
     def table_report(self) -> str:
         """Clamped (out-of-range) query counts of every device and table the converted
         modules read, or '' when every query was inside."""
-        rows = []
-        for dev in getattr(self, "devices", []):
-            if hasattr(dev, "report"):
-                r = dev.report()
-            else:
-                r = ", ".join(f"{t.path.name}:{t.report()}" for t in dev.tables() if t.report())
-            if r:
-                rows.append(r)
-        return "; ".join(rows)
+        return "; ".join(r for r in (d.report() for d in self.devices) if r)
 
 
 # ---------------------------------------------------------------- attention dispatch
@@ -196,7 +186,6 @@ def convert(model: nn.Module, config: HardwareConfig | None = None, ledger: Ledg
     arch = ARCHITECTURES[kind]
     new = copy.deepcopy(model).eval()
     conv = Conversion(kind, config, ledger)
-    conv.devices = []
     meter = _DigitalMeter(config, ledger)
     blocks = _blocks(new, arch)
     do_linear = config.analog in ("linear", "both")

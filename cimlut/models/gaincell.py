@@ -113,8 +113,9 @@ class GainCellDevice:
     def conversion_energy(self, q) -> torch.Tensor:
         return self.c2p("econv", temperature=self.temperature, qin=self._qin(q))
 
-    def out_of_range(self) -> str:
-        return ", ".join(r for r in (t.report() for t in self.tables()) if r)
+    def report(self) -> str:
+        """Clamped-query counts of the tables, or ''."""
+        return ", ".join(f"{t.path.name}:{r}" for t in self.tables() if (r := t.report()))
 
 
 # --------------------------------------------------------------------------- low rank
@@ -319,9 +320,9 @@ class GainCellArrays:
             two = torch.stack([self.hv_table[:, 0], self.ev_floor_table], 1).contiguous()
             self.hf_packed = two.view(torch.float64).view(-1)
 
-    def tables(self) -> list[Table]:
-        """The tables read (for out-of-range reports)."""
-        return self.device.tables()
+    def report(self) -> str:
+        """Clamped-query counts of the tables read, or ''."""
+        return self.device.report()
 
     @staticmethod
     def _float(f: Factors) -> Factors:

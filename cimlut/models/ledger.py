@@ -84,14 +84,3 @@ class Ledger:
         t = {k: self.latency[phase, k] / n for k in KINDS if n and (phase, k) in self.latency}
         return {"tokens": n, "energy": e, "latency": t,
                 "energy_total": sum(e.values()), "latency_total": sum(t.values())}
-
-    def table(self, phase: str = "prefill") -> str:
-        pt = self.per_token(phase)
-        rows = [f"{phase}: {pt['tokens']} tokens"]
-        for k in KINDS:
-            if k in pt["energy"]:
-                rows.append(f"  {k:13s} {pt['energy'][k] * 1e9:12.3f} nJ/token "
-                            f"{pt['latency'].get(k, 0) * 1e9:10.2f} ns/token   {KINDS[k]}")
-        rows.append(f"  {'total':13s} {pt['energy_total'] * 1e9:12.3f} nJ/token "
-                    f"{pt['latency_total'] * 1e9:10.2f} ns/token")
-        return "\n".join(rows)
