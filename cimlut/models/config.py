@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..paths import data_dir
+
 
 class ConfigError(ValueError):
     """A configuration key that does not exist, or a value of the wrong type or choice."""
@@ -140,6 +142,10 @@ class HardwareConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def tables_folder(self) -> Path:
+        """Where the device tables are read: `tables_dir`, or the shipped ones."""
+        return Path(self.tables_dir) if self.tables_dir else data_dir() / "tables"
 
     def describe(self) -> str:
         rows = []

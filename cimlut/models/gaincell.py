@@ -14,19 +14,13 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from ..paths import data_dir
 from .config import HardwareConfig
 from .table import Table
 
 FC, NS, FJ = 1e-15, 1e-9, 1e-15
-
-
-def tables_dir(config: HardwareConfig) -> Path:
-    return Path(config.tables_dir) if config.tables_dir else data_dir() / "tables"
 
 
 def _f64(x) -> torch.Tensor:
@@ -38,7 +32,7 @@ class GainCellDevice:
     one corner and temperature, with the edge rules each docstring states (SI units)."""
 
     def __init__(self, config: HardwareConfig):
-        d, c, pol = tables_dir(config), config.corner, config.out_of_range
+        d, c, pol = config.tables_folder(), config.corner, config.out_of_range
         gc, cp = d / "gaincell_2t.h5", d / "charge_to_pulse.h5"
         self.write = Table.load(gc, "write", c, axes={"vwrite": "V"},
                                 quantities={"vstored": "V", "ewrite": "J"}, policy=pol)

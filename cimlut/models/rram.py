@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from ..paths import data_dir
 from .table import OutOfRangeError, Table, TableError
 
 FILE = "rram_1t1r.h5"
@@ -23,8 +22,7 @@ FINE = 64           # gap map points per table gap step: a log-G interpolation e
 
 
 def tables_path(config) -> Path:
-    folder = Path(config.tables_dir) if config.tables_dir else data_dir() / "tables"
-    return folder / FILE
+    return config.tables_folder() / FILE
 
 
 class _Knots:
