@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -154,13 +155,11 @@ def _hardware(args):
     from .models.config import HardwareConfig
     cfg = HardwareConfig.load(args.config) if args.config else HardwareConfig()
     changes = {}
-    for key, value in _kv(args.hw).items():
-        field = HardwareConfig.fields().get(key)
-        if field is not None and isinstance(field.default, bool) and isinstance(value, (str, float)):
-            value = str(value).lower() in ("1", "1.0", "true", "yes", "on")
-        elif field is not None and isinstance(field.default, int) and isinstance(value, float):
-            value = int(value)
-        changes[key] = value
+    for item in args.hw or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"cimlut: expected KEY=VALUE, got {item!r}")
+        changes[key] = HardwareConfig.parse(key, text)
     if args.analog:
         changes["analog"] = args.analog
     return cfg.replace(**changes) if changes else cfg
@@ -168,7 +167,7 @@ def _hardware(args):
 
 def _threads(n: int | None) -> None:
     import torch
-    torch.set_num_threads(n or max(1, min(2, __import__("os").cpu_count() or 1)))
+    torch.set_num_threads(n or max(1, min(2, os.cpu_count() or 1)))
 
 
 def cmd_run(args) -> int:

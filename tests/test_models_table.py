@@ -108,6 +108,17 @@ def test_config_errors_name_the_key(tmp_path):
         HardwareConfig.from_dict({"adc_bits": "four"})
     with pytest.raises(ConfigError, match=r"corner = 'xx', expected one of"):
         HardwareConfig.from_dict({"corner": "xx"})
+    with pytest.raises(ConfigError, match=r"input_encoding = 'morse', expected one of"):
+        HardwareConfig(input_encoding="morse")      # checked however the config is made
+    assert HardwareConfig(temperature=85).temperature == 85.0
+    # --set values arrive as text and are parsed by the field's type, never guessed
+    assert HardwareConfig.parse("ideal", "TRUE") is True
+    assert HardwareConfig.parse("adc_bits", "6") == 6
+    assert HardwareConfig.parse("t_max", "1e-8") == 1e-8
+    with pytest.raises(ConfigError, match=r"adc_bits = '6.5' should be a int"):
+        HardwareConfig.parse("adc_bits", "6.5")
+    with pytest.raises(ConfigError, match=r"ideal = 'maybe' should be true or false"):
+        HardwareConfig.parse("ideal", "maybe")
     f = tmp_path / "hw.toml"
     f.write_text('[hardware]\nadc_bits = 6\ntemperature = 85\nwindw = 10\n')
     with pytest.raises(ConfigError, match=r"hw\.toml: unknown key 'windw'; did you mean 'window'"):

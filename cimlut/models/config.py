@@ -107,26 +107,53 @@ class HardwareConfig:
     def fields(cls) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(cls)}
 
+    def __post_init__(self):
+        """Every field of the right type and among its choices, however the config was made
+        (ints are taken for floats)."""
+        for name, f in self.fields().items():
+            value, want = getattr(self, name), type(f.default)
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                setattr(self, name, value)
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ConfigError(f"{name} = {value!r} should be a {want.__name__}")
+            choices = f.metadata["choices"]
+            if choices and value not in choices:
+                raise ConfigError(f"{name} = {value!r}, expected one of {', '.join(choices)}")
+
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> "HardwareConfig":
         known = cls.fields()
-        kwargs = {}
-        for key, value in data.items():
+        for key in data:
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-            f = known[key]
-            want = type(f.default)
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise ConfigError(f"{where}: {key} = {value!r} should be a {want.__name__}")
-            choices = f.metadata["choices"]
-            if choices and value not in choices:
-                raise ConfigError(f"{where}: {key} = {value!r}, expected one of {', '.join(choices)}")
-            kwargs[key] = value
-        return cls(**kwargs)
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    @classmethod
+    def parse(cls, key: str, text: str):
+        """A value written as text (`--set key=text`) as the field's type; an unknown key is
+        left to `from_dict`, which names it."""
+        f = cls.fields().get(key)
+        if f is None:
+            return text
+        want = type(f.default)
+        if want is bool:
+            words = {"true": True, "yes": True, "on": True, "1": True,
+                     "false": False, "no": False, "off": False, "0": False}
+            if text.lower() not in words:
+                raise ConfigError(f"{key} = {text!r} should be true or false")
+            return words[text.lower()]
+        if want is str:
+            return text
+        try:
+            return want(text)
+        except ValueError:
+            raise ConfigError(f"{key} = {text!r} should be a {want.__name__}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "HardwareConfig":
@@ -138,7 +165,7 @@ class HardwareConfig:
         return cls.from_dict(data, where=str(path))
 
     def replace(self, **changes) -> "HardwareConfig":
-        return self.from_dict({**self.to_dict(), **changes})
+        return self.from_dict({**self.to_dict(), **changes}, where="change")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
