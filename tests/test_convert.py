@@ -143,12 +143,21 @@ def test_queries_outside_the_tables_are_counted_or_raise():
 
 
 def test_everything_digital_is_still_metered():
+    """Tiny GPT-2 (2 blocks, width 64, 4 heads, MLP 256, vocab 96), all digital: every MAC
+    of the Conv1D layers, attention and LM head, and the elementwise ops, counted exactly."""
     model = tiny("gpt2")
-    m, conv = convert(model, HardwareConfig(analog="none"))
+    cfg = HardwareConfig(analog="none")
+    m, conv = convert(model, cfg)
     out(m, IDS)
-    conv.ledger.count_tokens(IDS.shape[1])
+    t = IDS.shape[1]
+    conv.ledger.count_tokens(t)
     e = conv.ledger.per_token()["energy"]
-    assert set(e) == {"digital"} and e["digital"] > 0
+    assert set(e) == {"digital"}
+    macs = (t * 2 * (64 * 192 + 64 * 64 + 64 * 256 + 256 * 64) + t * 64 * 96
+            + 2 * (4 * 16 * 2 * t * t))
+    ops = 2 * 4 * t * t * 4 + 2 * t * 64 * 12
+    want = (macs * cfg.digital_mac_energy + ops * cfg.digital_op_energy) / t
+    assert e["digital"] == pytest.approx(want, rel=1e-9)
 
 
 def test_unknown_architecture_and_config_errors():

@@ -165,7 +165,7 @@ class HardwareConfig:
         return cls.from_dict(data, where=str(path))
 
     def replace(self, **changes) -> "HardwareConfig":
-        return self.from_dict({**self.to_dict(), **changes}, where="change")
+        return self.from_dict({**self.to_dict(), **changes}, where="--set")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -146,14 +146,14 @@ class _DigitalMeter:
     def __init__(self, config: HardwareConfig, ledger: Ledger):
         self.c, self.ledger = config, ledger
 
-    def _charge(self, macs: float, ops: float, tokens: int) -> None:
+    def _charge(self, macs: float, ops: float) -> None:
         e = macs * self.c.digital_mac_energy + ops * self.c.digital_op_energy
-        self.ledger.add("digital", e, macs / max(tokens, 1) * self.c.digital_mac_time * tokens)
+        self.ledger.add("digital", e, macs * self.c.digital_mac_time)
 
     def linear(self, module, inputs, output):
+        """nn.Linear or GPT-2's Conv1D: one MAC per weight per token."""
         x = inputs[0]
-        tokens = x.numel() // x.shape[-1]
-        self._charge(tokens * module.in_features * module.out_features, 0, tokens)
+        self._charge(x.numel() // x.shape[-1] * module.weight.numel(), 0)
 
     def attention(self, module, args, kwargs, output):
         h = kwargs.get("hidden_states", args[0] if args else None)
@@ -167,13 +167,12 @@ class _DigitalMeter:
         d = h.shape[-1] // heads
         b = h.numel() // (h.shape[-1] * tq)
         macs = b * heads * d * 2 * tq * tk  # QK and PV (causal halves it; counted whole)
-        self._charge(macs, b * heads * tq * tk * 4, b * tq)  # softmax: ~4 ops per score
+        self._charge(macs, b * heads * tq * tk * 4)  # softmax: ~4 ops per score
 
     def block(self, module, inputs, output):
         x = inputs[0] if inputs else None
         if isinstance(x, torch.Tensor):
-            tokens = x.numel() // x.shape[-1]
-            self._charge(0, tokens * x.shape[-1] * 12, tokens)  # 2 norms, 2 residuals, act.
+            self._charge(0, x.numel() * 12)  # 2 norms, 2 residuals, activation
 
 
 def convert(model: nn.Module, config: HardwareConfig | None = None, ledger: Ledger | None = None,
@@ -219,14 +218,7 @@ def convert(model: nn.Module, config: HardwareConfig | None = None, ledger: Ledg
                 _set(block, lname, lin)
                 conv.linears[name] = lin
             else:
-                lin = src if isinstance(src, nn.Linear) else None
-                if lin is not None:
-                    lin.register_forward_hook(meter.linear)
-                else:  # Conv1D: same MACs, its own weight layout
-                    src.register_forward_hook(
-                        lambda m, inp, out: meter._charge(
-                            inp[0].numel() // inp[0].shape[-1] * m.weight.numel(), 0,
-                            inp[0].numel() // inp[0].shape[-1]))
+                src.register_forward_hook(meter.linear)
         attn = _get(block, arch["attention"])
         if do_attention:
             cfg = new.config
