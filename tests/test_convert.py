@@ -89,6 +89,19 @@ def test_decode_with_cache_equals_full_sequence():
     assert torch.allclose(inc, full, rtol=1e-4, atol=1e-4 * full.abs().max())
 
 
+@pytest.mark.parametrize("kind", ["llama", "bert"])
+def test_padded_batches_are_refused_not_silently_wrong(kind):
+    model = tiny(kind)
+    m, _ = converted(model, IDS, analog="attention")
+    ids = torch.cat([IDS[:, :16], IDS[:, 16:32]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        m(ids, attention_mask=mask)                      # nothing hidden: fine
+        mask[1, 12:] = 0
+        with pytest.raises(ValueError, match=r"attention mask hides keys"):
+            m(ids, attention_mask=mask)
+
+
 def test_attention_energy_per_token_grows_with_context():
     """Prefill of n tokens: query i reads i+1 keys, so the attention energy per token grows
     with n (exactly linear per key for constant keys: tests/test_attention.py; here the

@@ -113,6 +113,12 @@ def _cimlut_attention(module, query, key, value, attention_mask, scaling=None, d
     tq, tk = query.shape[-2], key.shape[-2]
     k_pos = torch.arange(tk)
     q_pos = torch.arange(tk - tq, tk)
+    if attention_mask is not None:
+        from .attention import attention_mask as seen_by
+        keep = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        if bool((seen_by(q_pos, k_pos, analog.causal) & ~keep).any()):
+            raise ValueError(f"{analog.name}: the attention mask hides keys (padding?); gain-cell "
+                             "attention takes one unpadded sequence per call")
     out = analog(query, key, value, q_pos, k_pos)
     return out.transpose(1, 2).contiguous(), None
 
