@@ -4,13 +4,12 @@ full-sequence evaluation, the ledger scales as it says, bad input is named."""
 
 import pytest
 import torch
+import transformers
 
 from cimlut.models.calibrate import calibrate_ranges
 from cimlut.models.config import HardwareConfig
 from cimlut.models.convert import UnsupportedModelError, convert
 from cimlut.models.ledger import Ledger
-
-transformers = pytest.importorskip("transformers")
 
 
 def tiny(kind: str):
