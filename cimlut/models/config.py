@@ -23,8 +23,21 @@ class ConfigError(ValueError):
     """A configuration key that does not exist, or a value of the wrong type or choice."""
 
 
-def _f(default, units: str, source: str, choices: tuple = ()):
-    return field(default=default, metadata={"units": units, "source": source, "choices": choices})
+def _f(default, units: str, source: str, choices: tuple = (), range: tuple = (None, None)):
+    """A config field: default, units, source, and the values it may take (`choices`, or
+    `range` = (lo, hi) inclusive, None for open): a value outside is refused, not clamped.
+    Ranges bound what the models can mean, not what a design would choose: converters of
+    1-16 bits (Murmann's survey has no faster ADC above 16), -40..125 degC (automotive grade;
+    the tables' own temperature span is checked when they load), positive times, energies
+    >= 0, at least two levels for any quantizer."""
+    return field(default=default, metadata={"units": units, "source": source, "choices": choices,
+                                            "range": range})
+
+
+def _span(lo, hi) -> str:
+    if lo is None:
+        return f"<= {hi!r}"
+    return f">= {lo!r}" if hi is None else f"{lo!r} .. {hi!r}"
 
 
 @dataclass
@@ -34,20 +47,20 @@ class HardwareConfig:
                      ("linear", "attention", "both", "none"))
     # operating point and tables
     corner: str = _f("tt", "", "process corner of every table", ("tt", "ff", "ss", "sf", "fs"))
-    temperature: float = _f(27.0, "degC", "operating temperature (tables span 0-85 C)")
+    temperature: float = _f(27.0, "degC", "operating temperature (tables span 0-85 C)", range=(-40.0, 125.0))
     tables_dir: str = _f("", "", "folder of rram_1t1r.h5, gaincell_2t.h5, charge_to_pulse.h5; '' = shipped")
     out_of_range: str = _f("clamp", "", "table queries outside an axis: clamp and count, or raise",
                            ("clamp", "raise"))
-    seed: int = _f(0, "", "seed of every sampled device spread")
+    seed: int = _f(0, "", "seed of every sampled device spread", range=(0, 2**63 - 1))
     ideal: bool = _f(False, "", "linear devices, no spread, no decay, no quantization: analog "
                      "linear layers then equal the digital ones, analog attention equals Leroux's "
                      "linear HardSigmoid model (softmax itself has no analog counterpart)")
 
     # RRAM crossbars (every nn.Linear)
-    tile_rows: int = _f(128, "", "Wang et al.: 128x128 computation crossbars")
-    tile_cols: int = _f(128, "", "Wang et al.: 128x128 computation crossbars")
-    weight_bits: int = _f(8, "bit", "Wang et al.: 8-bit weights")
-    input_bits: int = _f(8, "bit", "Wang et al.: 8-bit activations")
+    tile_rows: int = _f(128, "", "Wang et al.: 128x128 computation crossbars", range=(1, 4096))
+    tile_cols: int = _f(128, "", "Wang et al.: 128x128 computation crossbars", range=(2, 4096))
+    weight_bits: int = _f(8, "bit", "Wang et al.: 8-bit weights", range=(1, 16))
+    input_bits: int = _f(8, "bit", "Wang et al.: 8-bit activations", range=(1, 16))
     input_encoding: str = _f("pulse_width", "", "pulse_width: one read per input, duration "
                              "~ value (Leroux encodes Q so); bit_serial: 1-bit DAC, one read per "
                              "bit (Wang et al.)", ("pulse_width", "bit_serial"))
@@ -62,45 +75,45 @@ class HardwareConfig:
                             "(aihwkit's abs_max noise management), so outlier channels of LLMs "
                             "neither clip nor crush the rest; per_layer: one calibrated range",
                             ("per_token", "per_layer"))
-    adc_bits: int = _f(8, "bit", "Wang et al.: 8-bit activations out of each tile")
+    adc_bits: int = _f(8, "bit", "Wang et al.: 8-bit activations out of each tile", range=(1, 16))
     adc_range_percentile: float = _f(99.99, "%", "ADC full scale per layer = this percentile of "
-                                     "|tile column sum| seen in range calibration")
+                                     "|tile column sum| seen in range calibration", range=(50.0, 100.0))
     g_min: float = _f(6.5e-6, "S", "rram_1t1r program_verify table: below ~6.5 uS program-and-"
-                      "verify overshoots (first pulse already switches)")
-    g_max: float = _f(7.9e-5, "S", "rram_1t1r program_verify table: highest target level")
-    v_read: float = _f(0.2, "V", "rram_1t1r program_verify: verify read at 0.2 V")
-    t_read: float = _f(10e-9, "s", "full-scale read pulse (one bit, or the largest input)")
+                      "verify overshoots (first pulse already switches)", range=(1e-9, 1e-3))
+    g_max: float = _f(7.9e-5, "S", "rram_1t1r program_verify table: highest target level", range=(1e-9, 1e-3))
+    v_read: float = _f(0.2, "V", "rram_1t1r program_verify: verify read at 0.2 V", range=(1e-3, 1.0))
+    t_read: float = _f(10e-9, "s", "full-scale read pulse (one bit, or the largest input)", range=(1e-12, 1e-3))
     weight_spread: bool = _f(True, "", "program-and-verify spread from the Monte Carlo table")
-    program_temperature: float = _f(27.0, "degC", "temperature at program-and-verify")
-    adc_time: float = _f(10e-9, "s", "per conversion; SAR class, stated assumption")
-    adc_fom: float = _f(5e-15, "J/step", "Walden figure of merit of good SAR ADCs (Murmann survey)")
+    program_temperature: float = _f(27.0, "degC", "temperature at program-and-verify", range=(-40.0, 125.0))
+    adc_time: float = _f(10e-9, "s", "per conversion; SAR class, stated assumption", range=(1e-12, 1e-3))
+    adc_fom: float = _f(5e-15, "J/step", "Walden figure of merit of good SAR ADCs (Murmann survey)", range=(0.0, 1e-9))
     dac_energy_per_read: float = _f(50e-15, "J", "per row driver and read (pulse or bit); "
                                     "Leroux: 330 pJ per token per head of DACs over 1024x64 rows "
-                                    "gives ~5 fJ per row per read; 50 fJ is conservative")
+                                    "gives ~5 fJ per row per read; 50 fJ is conservative", range=(0.0, 1e-9))
 
     # gain-cell attention
-    window: int = _f(1024, "token", "Leroux et al.: sliding window of 1024 tokens")
-    subtile: int = _f(64, "token", "Leroux et al.: 64x64 arrays, 16 sub-tiles per head")
-    q_levels: int = _f(16, "", "Leroux et al.: Q as pulse width, 16 levels in [0,1]")
+    window: int = _f(1024, "token", "Leroux et al.: sliding window of 1024 tokens", range=(1, 1 << 20))
+    subtile: int = _f(64, "token", "Leroux et al.: 64x64 arrays, 16 sub-tiles per head", range=(1, 4096))
+    q_levels: int = _f(16, "", "Leroux et al.: Q as pulse width, 16 levels in [0,1]", range=(2, 1 << 16))
     q_signed: bool = _f(True, "", "two phases (positive, then negative part with the columns "
                         "swapped) give signed Q; Leroux uses Q in [0,1] only")
-    kv_levels: int = _f(8, "", "Leroux et al.: stored K/V 8 levels in 0-0.9 V")
-    kv_vwrite_max: float = _f(0.9, "V", "Leroux et al.: K/V written in 0-0.9 V")
-    kv_offset: float = _f(0.45, "V", "Leroux et al.: offset VDD/2 = 0.45 V (reference column)")
-    out_levels: int = _f(32, "", "Leroux et al.: output 32 levels in [-1,1] per 64-token tile")
-    t_max: float = _f(15e-9, "s", "Leroux et al.: HardSigmoid saturation T_max = 15 ns")
-    token_period: float = _f(65e-9, "s", "Leroux et al.: 65 ns latency per token")
+    kv_levels: int = _f(8, "", "Leroux et al.: stored K/V 8 levels in 0-0.9 V", range=(2, 1 << 16))
+    kv_vwrite_max: float = _f(0.9, "V", "Leroux et al.: K/V written in 0-0.9 V", range=(0.0, 1.8))
+    kv_offset: float = _f(0.45, "V", "Leroux et al.: offset VDD/2 = 0.45 V (reference column)", range=(0.0, 1.8))
+    out_levels: int = _f(32, "", "Leroux et al.: output 32 levels in [-1,1] per 64-token tile", range=(2, 1 << 16))
+    t_max: float = _f(15e-9, "s", "Leroux et al.: HardSigmoid saturation T_max = 15 ns", range=(1e-12, 1e-3))
+    token_period: float = _f(65e-9, "s", "Leroux et al.: 65 ns latency per token", range=(1e-12, 1.0))
     decay: bool = _f(True, "", "stored K/V leak with token age (retention table)")
-    attn_control_energy: float = _f(4e-9, "J/token/head", "Leroux et al.: digital control 4 nJ")
-    attn_dac_energy: float = _f(330e-12, "J/token/head", "Leroux et al.: DACs 330 pJ")
+    attn_control_energy: float = _f(4e-9, "J/token/head", "Leroux et al.: digital control 4 nJ", range=(0.0, 1e-3))
+    attn_dac_energy: float = _f(330e-12, "J/token/head", "Leroux et al.: DACs 330 pJ", range=(0.0, 1e-3))
 
     # digital parts (norms, residuals, embeddings, softmax where attention stays digital)
     digital_mac_energy: float = _f(0.23e-12, "J", "Horowitz ISSCC 2014, 45 nm: 8-bit int "
                                    "mult 0.2 pJ + add 0.03 pJ (8-bit activations, Wang et al.); "
-                                   "fp32 would be 4.6 pJ")
-    digital_op_energy: float = _f(0.9e-12, "J", "Horowitz ISSCC 2014, 45 nm: fp32 add 0.9 pJ")
+                                   "fp32 would be 4.6 pJ", range=(0.0, 1e-6))
+    digital_op_energy: float = _f(0.9e-12, "J", "Horowitz ISSCC 2014, 45 nm: fp32 add 0.9 pJ", range=(0.0, 1e-6))
     digital_mac_time: float = _f(1e-12, "s", "per MAC for digital matmuls (1 TMAC/s engine), "
-                                 "stated assumption")
+                                 "stated assumption", range=(0.0, 1e-3))
 
     # ------------------------------------------------------------------ helpers
     @classmethod
@@ -120,6 +133,14 @@ class HardwareConfig:
             choices = f.metadata["choices"]
             if choices and value not in choices:
                 raise ConfigError(f"{name} = {value!r}, expected one of {', '.join(choices)}")
+            lo, hi = f.metadata.get("range", (None, None))
+            if want in (int, float) and (value != value or (lo is not None and value < lo)
+                                         or (hi is not None and value > hi)):
+                units = f" {f.metadata['units']}" if f.metadata["units"] else ""
+                raise ConfigError(f"{name} = {value!r}{units} is out of range: expected "
+                                  f"{_span(lo, hi)}{units}")
+        if self.g_min >= self.g_max:
+            raise ConfigError(f"g_min = {self.g_min!r} S must be below g_max = {self.g_max!r} S")
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> "HardwareConfig":
@@ -158,9 +179,27 @@ class HardwareConfig:
     @classmethod
     def load(cls, path: str | Path) -> "HardwareConfig":
         path = Path(path)
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        if "hardware" in data and isinstance(data["hardware"], dict):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the hardware config ({exc})") from None
+        try:
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                              f"{exc.msg})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}); a JSON config needs the "
+                              f".json suffix") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a hardware config is a table of KEY = VALUE, "
+                              f"not a {type(data).__name__}")
+        if isinstance(data.get("hardware"), dict):
+            others = sorted(k for k in data if k != "hardware")
+            if others:
+                raise ConfigError(f"{path}: keys {', '.join(others)} stand outside the "
+                                  f"[hardware] table and would be ignored; put every key in "
+                                  f"[hardware], or drop the [hardware] header")
             data = data["hardware"]
         return cls.from_dict(data, where=str(path))
 
@@ -177,6 +216,8 @@ class HardwareConfig:
     def describe(self) -> str:
         rows = []
         for name, f in self.fields().items():
+            lo, hi = f.metadata["range"]
+            span = f" [{_span(lo, hi)}]" if (lo, hi) != (None, None) else ""
             rows.append(f"{name:22s} = {getattr(self, name)!r:14} {f.metadata['units']:13s} "
-                        f"{f.metadata['source']}")
+                        f"{f.metadata['source']}{span}")
         return "\n".join(rows)

@@ -43,6 +43,8 @@ class GainCellDevice:
         self.c2p = Table.load(cp, "transfer", c, axes={"qin": "C"},
                               quantities={"tpulse": "s", "econv": "J"}, policy=pol)
         self.temperature = float(config.temperature)
+        for t in (self.write, self.retention, self.read, self.c2p):
+            t.require_within("temperature", self.temperature, "temperature")
 
     def tables(self) -> list[Table]:
         return [self.write, self.retention, self.read, self.c2p]

@@ -79,6 +79,8 @@ class RramDevice:
         self.pv = Table.load(path, "program_verify", PV_CORNER,
                              axes={"temperature": "degC", "target": "S", "sample": ""},
                              quantities={"g_reached": "S", "energy": "J"}, policy=self.policy)
+        self.read.require_within("temperature", config.temperature, "temperature")
+        self.read.require_within("temperature", config.program_temperature, "program_temperature")
         self._build_maps()
         self._build_spread()
         self._check_window()

@@ -169,6 +169,16 @@ class Table:
                     raise TableError(f"{where}: {kind} {name!r} is in {have[name].units!r}, "
                                      f"expected {units!r}")
 
+    def require_within(self, name: str, value: float, field: str) -> None:
+        """A fixed operating point (a config value, not data) outside the table is refused
+        whatever the policy: clamping it would evaluate another operating point silently."""
+        a = self.axes[name]
+        if not a.lo <= float(value) <= a.hi:
+            raise OutOfRangeError(f"{self.path}:{self.group}: {name}={float(value):.6g} "
+                                  f"{a.units} (config {field}) is outside the table's "
+                                  f"[{a.lo:.6g}, {a.hi:.6g}] {a.units}; choose a value inside "
+                                  f"or build tables that span it")
+
     # ------------------------------------------------------------ interpolation
     @property
     def dims(self) -> list[str]:
