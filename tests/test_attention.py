@@ -10,7 +10,7 @@ from cimlut.models.config import HardwareConfig
 from cimlut.models.gaincell import get_arrays
 from cimlut.models.ledger import Ledger
 
-SMALL = dict(window=32, subtile=8)
+SMALL = dict(window=32, subtile=8, attn_readout="hardsigmoid")   # Leroux's path; see test_readouts
 
 
 def data(B=1, H=4, Hkv=2, T=20, D=8, seed=0):
@@ -84,17 +84,21 @@ def test_factored_path_matches_per_element_tables(causal):
         assert ee > 0 and abs(ef - ee) <= tol * ee, kind
 
 
-def test_kv_cache_decoding_equals_full_sequence():
+@pytest.mark.parametrize("readout", ["hardsigmoid", "hardsigmoid_norm", "softmax"])
+def test_kv_cache_decoding_equals_full_sequence(readout):
     q, k, v, pos = data(B=2, T=45)                       # wraps the 32-token ring buffer
     full_led, dec_led = Ledger(), Ledger()
-    m = module(ledger=full_led)
+    m = module(ledger=full_led, attn_readout=readout)
     y = m(q, k, v, pos, pos)
     m.ledger = dec_led
     steps = [m(q[:, :, t:t + 1], k[:, :, :t + 1], v[:, :, :t + 1], pos[t:t + 1], pos[:t + 1])
              for t in range(45)]
     assert torch.allclose(torch.cat(steps, 2), y, atol=1e-5)
-    for kind in ("gc_write", "gc_read_qk", "gc_read_pv", "c2p"):   # each token written once
+    kinds = {"hardsigmoid": ("c2p",), "hardsigmoid_norm": ("c2p", "attn_digital"),
+             "softmax": ("attn_adc", "attn_pdac", "attn_digital")}[readout]
+    for kind in ("gc_write", "gc_read_qk", "gc_read_pv") + kinds:   # each token written once
         a, b = full_led.energy["prefill", kind], dec_led.energy["prefill", kind]
+        assert a > 0, kind
         assert abs(a - b) <= 1e-4 * a, kind
 
 

@@ -101,20 +101,24 @@ def test_padded_batches_are_refused_not_silently_wrong(kind):
             m(ids, attention_mask=mask)
 
 
-def test_attention_energy_per_token_grows_with_context():
+@pytest.mark.parametrize("readout", ["hardsigmoid", "softmax"])
+def test_attention_energy_per_token_grows_with_context(readout):
     """Prefill of n tokens: query i reads i+1 keys, so the attention energy per token grows
     with n (exactly linear per key for constant keys: tests/test_attention.py; here the
-    per-key energy depends on the stored level, exponentially, so only growth is asserted)."""
+    per-key energy depends on the stored level, exponentially, so only growth is asserted).
+    Conversions: the charge-to-pulse (hardsigmoid) or the 8-bit score and output ADCs
+    (softmax), one per score and one per output column and sub-tile read."""
     model = tiny("llama")
     ids = torch.randint(0, 96, (1, 128), generator=torch.Generator().manual_seed(5))
-    m, conv = converted(model, ids, analog="attention")
+    m, conv = converted(model, ids, analog="attention", attn_readout=readout)
+    kind = "c2p" if readout == "hardsigmoid" else "attn_adc"
     qk, c2p, write = {}, {}, {}
     for n in (32, 64, 128):
         conv.ledger.reset()
         out(m, ids[:, :n])
         conv.ledger.count_tokens(n)
         e = conv.ledger.per_token()["energy"]
-        qk[n], c2p[n], write[n] = e["gc_read_qk"], e["c2p"], e["gc_write"]
+        qk[n], c2p[n], write[n] = e["gc_read_qk"], e[kind], e["gc_write"]
     assert qk[32] < qk[64] < qk[128]
     # conversions per token and head: (n+1)/2 scores + head_dim (16) output readouts per
     # 64-token sub-tile read; at n=128 half the queries read two sub-tiles

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .config import HardwareConfig
 from .gaincell import ARRAY_KEYS, FC, FJ, GainCellArrays, geometry, get_arrays
 from .ledger import Ledger
+from .readouts import get_readout, pulse_tables
 
 CHUNK = 1 << 20   # score entries (all heads) per block of queries: blocks stay in cache
 
@@ -78,7 +79,7 @@ class GainCellAttention(nn.Module):
     """
 
     CALIBRATED = ("q_scale", "q_bias", "k_scale", "k_bias", "v_scale", "v_bias",
-                  "out_scale", "out_bias", "s_gain", "out_fs")
+                  "out_scale", "out_bias", "s_gain", "out_fs", "s_fs", "n_fs")
 
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, config: HardwareConfig,
                  arrays: GainCellArrays | None = None, ledger: Ledger | None = None,
@@ -89,6 +90,7 @@ class GainCellAttention(nn.Module):
                              f"of n_kv_heads={n_kv_heads}")
         self.H, self.Hkv, self.D, self.g = n_heads, n_kv_heads, head_dim, n_heads // n_kv_heads
         self.config, self.ledger, self.name, self.causal = config, ledger, name, causal
+        self.readout = get_readout(config.attn_readout)(config)
         self.arrays = arrays if arrays is not None else get_arrays(config)
         differ = [k for k in ARRAY_KEYS if getattr(self.arrays.config, k) != getattr(config, k)]
         if differ:
@@ -99,10 +101,11 @@ class GainCellAttention(nn.Module):
                            ("k_scale", n_kv_heads, 1.0), ("k_bias", n_kv_heads, off),
                            ("v_scale", n_kv_heads, 1.0), ("v_bias", n_kv_heads, off),
                            ("out_scale", n_heads, 1.0), ("out_bias", n_heads, 0.0),
-                           ("s_gain", n_heads, 1.0), ("out_fs", n_heads, 1.0)):
+                           ("s_gain", n_heads, 1.0), ("out_fs", n_heads, 1.0),
+                           ("s_fs", n_heads, 1.0), ("n_fs", n_heads, 1.0)):
             self.register_buffer(nm, torch.full((n,), val))
         for nm, n in (("q_range", n_heads), ("k_range", n_kv_heads), ("v_range", n_kv_heads),
-                      ("s_range", n_heads), ("o_range", n_heads)):
+                      ("s_range", n_heads), ("o_range", n_heads), ("n_range", n_heads)):
             self.register_buffer(nm, torch.zeros(n), persistent=False)   # running maxima
         self.register_buffer("initialized", torch.tensor(False))
         self.observing = self.recording = False
@@ -135,16 +138,54 @@ class GainCellAttention(nn.Module):
         return (a(q, self.q_scale, self.q_bias).clamp(lo, 1), a(k, self.k_scale, self.k_bias).clamp(0, 1),
                 a(v, self.v_scale, self.v_bias).clamp(0, 1))
 
-    def linear_model(self, q, k, v, q_pos, k_pos) -> torch.Tensor:
-        """What ideal devices compute, as the digital hardsigmoid_attention of the scaled,
-        clamped q, k - offset, v - offset; config.ideal must reproduce it."""
+    def _unit(self) -> float:
+        """fC of column charge per unit q_hat (k_hat - offset) with ideal (linear) cells."""
         cfg, ar = self.config, self.arrays
-        qh, kh, vh = self._normalized(q, k, v)
+        return ar.g_lin * cfg.kv_vwrite_max * ar.t_max
+
+    def _logit_per_fc(self) -> torch.Tensor:
+        """Per query head: the logit q.k / sqrt(D) per fC of column charge (ideal cells)."""
+        ks = _expand(self.k_scale.view(1, -1), self.H).flatten()
+        return 1.0 / (self._unit() * self.q_scale * ks * self.D ** 0.5)
+
+    def _default_out_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """out_scale, out_bias that map a normalised readout back to v's units with ideal
+        cells (softmax, hardsigmoid_norm); None for hardsigmoid (matched to the reference)."""
+        cfg = self.config
         off = cfg.kv_offset / cfg.kv_vwrite_max
-        unit = ar.g_lin * cfg.kv_vwrite_max * ar.t_max          # fC per unit q_hat (k_hat - off)
-        s_sat = ar.q_sat / (self.s_gain * unit)
-        y = hardsigmoid_attention(qh, kh - off, vh - off, q_pos, k_pos, s_sat=s_sat,
-                                  causal=self.causal, window=cfg.window)
+        vs = _expand(self.v_scale.view(1, -1), self.H).flatten()
+        vb = _expand(self.v_bias.view(1, -1), self.H).flatten()
+        if self.readout.name == "softmax":
+            scale = self.out_fs / (self._unit() * vs)
+        elif self.readout.name == "hardsigmoid_norm":
+            scale = (1 - off) / vs
+        else:
+            return None
+        return scale, -(vb - off) / vs
+
+    def linear_model(self, q, k, v, q_pos, k_pos) -> torch.Tensor:
+        """What ideal devices with ideal converters compute on the scaled, clamped q, k, v:
+        softmax: softmax_attention of q, k, v as clamped; hardsigmoid: Leroux's digital
+        hardsigmoid_attention of q_hat, k_hat - offset, v_hat - offset (config.ideal must
+        reproduce it); hardsigmoid_norm: the same with each row's weights divided by
+        their sum."""
+        cfg = self.config
+        qh, kh, vh = self._normalized(q, k, v)
+        sh = lambda t: t.view(1, -1, 1, 1)
+        kw = dict(causal=self.causal, window=cfg.window)
+        if self.readout.name == "softmax":
+            dq = lambda x, sc, b: (x - sh(b)) / sh(sc)
+            return softmax_attention(dq(qh, self.q_scale, self.q_bias), dq(kh, self.k_scale, self.k_bias),
+                                     dq(vh, self.v_scale, self.v_bias), q_pos, k_pos, **kw)
+        off = cfg.kv_offset / cfg.kv_vwrite_max
+        unit = self._unit()
+        s_sat = self.arrays.q_sat / (self.s_gain * unit)
+        y = hardsigmoid_attention(qh, kh - off, vh - off, q_pos, k_pos, s_sat=s_sat, **kw)
+        if self.readout.name == "hardsigmoid_norm":
+            z = hardsigmoid_attention(qh, kh - off, torch.full_like(vh, 1 - off), q_pos, k_pos,
+                                      s_sat=s_sat, **kw)
+            scale, bias = self._default_out_affine()
+            return torch.where(z > 0, y / z.clamp(min=1e-30), 0.0) * sh(scale) + sh(bias)
         y = y * (unit / self.out_fs).view(1, -1, 1, 1)
         return y * self.out_scale.view(1, -1, 1, 1) + self.out_bias.view(1, -1, 1, 1)
 
@@ -161,7 +202,7 @@ class GainCellAttention(nn.Module):
         def slots(x, fill):   # (B, Hkv, Tk, D) -> (B, Hkv, G*n, D)
             if geo.identity:
                 return F.pad(x, (0, 0, 0, G * n - Tk), value=fill)
-            return torch.cat([x, x.new_full((B, Hkv, 1, D), fill)], 2)[:, :, geo.slot]
+            return torch.cat([x, x.new_full((B, Hkv, 1, x.shape[-1]), fill)], 2)[:, :, geo.slot]
 
         if cfg.ideal:
             unit_v = lambda x: ar.g_lin * (x * cfg.kv_vwrite_max - cfg.kv_offset)
@@ -169,7 +210,11 @@ class GainCellAttention(nn.Module):
             pk = slots(unit_v(kh), 0.0).view(B * Hkv, G * n, D)
             p["rK"], p["PK"] = [0], pk.transpose(-1, -2).contiguous().unsqueeze(0)
             pv = slots(unit_v(vh), 0.0).view(B * Hkv, G, n, D)
-            p["PV"] = torch.cat([pv, pv.new_zeros(B * Hkv, G, n, 1)], -1)
+            cols = [pv, pv.new_zeros(B * Hkv, G, n, 1)]
+            if self.readout.extra_columns:      # constant cells at the top write level
+                top = slots(torch.ones_like(vh[..., :1]), 0.0).view(B * Hkv, G, n, 1)
+                cols.append(top * float(unit_v(torch.tensor(1.0))))
+            p["PV"] = torch.cat(cols, -1)
             p["MV"], p["rV"] = 1, [0]
             return p
         RK, RE, MK, ME, MV = len(ar.K_f.u), len(ar.EK_f.u), len(ar.K_f.p), len(ar.EK_f.p), len(ar.V_f.p)
@@ -189,39 +234,58 @@ class GainCellAttention(nn.Module):
         bvs = slots(bv, ar.Lkv)
         gv = F.embedding(bvs, ar.v_tab)                                 # (B, Hkv, G*n, D, 2*MV)
         real = (bvs[..., 0] < ar.Lkv).float()                           # (B, Hkv, G*n)
-        pv = torch.empty(B, Hkv, G, MV, n, D + 1)
+        X = self.readout.extra_columns
+        pv = torch.empty(B, Hkv, G, MV, n, D + 1 + X)
+        top = ar.v_tab[ar.Lkv - 1]                                      # the norm column's cells
         for m in range(MV):
             pv[:, :, :, m, :, :D] = gv[..., m].view(B, Hkv, G, n, D)
-            pv[:, :, :, m, :, D] = (gv[..., MV + m].sum(-1) + ar.ev_ref[m] * real).view(B, Hkv, G, n)
-        p["PV"] = pv.view(B * Hkv, G, MV * n, D + 1)
+            e_m = gv[..., MV + m].sum(-1) + (ar.ev_ref[m] + X * top[MV + m]) * real
+            pv[:, :, :, m, :, D] = e_m.view(B, Hkv, G, n)
+            if X:
+                pv[:, :, :, m, :, D + 1] = (top[m] * real).view(B, Hkv, G, n)
+        p["PV"] = pv.view(B * Hkv, G, MV * n, D + 1 + X)
         return p
 
     # -------------------------------------------------------------- the factored core
     def _core(self, p, geo, B, Tq, *, quantize=True, stats=False, stop_after_s=False,
               collect_s=False, track_max=False):
-        """Run all query blocks: S as sum_m c_m(age) (U_r @ P_m^T), phi by table lookup,
-        tile outputs as one batched matmul over tiles. Returns the normalized output (sum
-        of tile codes / half, or of tile charges / out_fs) and energies in fJ."""
-        cfg, ar = self.config, self.arrays
+        """Run all query blocks: S as sum_m c_m(age) (U_r @ P_m^T), the readout's pulse
+        widths (charge-to-pulse table, or the softmax's ADC + digital softmax + DAC), tile
+        outputs as one batched matmul over tiles. Returns the normalized output (sum of tile
+        codes / half, or of tile charges / out_fs; softmax: divided by the row's weight sum;
+        hardsigmoid_norm: the ratio to the norm column's charge) and energies in fJ, with
+        the conversion counts the ledger needs."""
+        cfg, ar, rd = self.config, self.arrays, self.readout
         Hkv, g, D, H = self.Hkv, self.g, self.D, self.H
         n, MV = geo.n, p["MV"]
-        half = cfg.out_levels // 2
+        levels = rd.out_levels()
+        half = levels // 2
         ideal = p["ideal"]
+        soft, norm = rd.name == "softmax", rd.extra_columns > 0
         out = torch.zeros(B, Hkv, g, Tq, D)
-        e = {"qk": 0.0, "pv": 0.0, "c2p": 0.0}
-        st = {"s_max": torch.full((Hkv, g), -float("inf")), "o_max": torch.zeros(Hkv, g)}
+        e = {"qk": 0.0, "pv": 0.0, "c2p": 0.0, "keys": 0.0, "tiles": 0.0, "rows": 0.0}
+        st = {"s_max": torch.full((Hkv, g), -float("inf")), "s_abs": torch.zeros(Hkv, g),
+              "o_max": torch.zeros(Hkv, g), "n_max": torch.zeros(Hkv, g)}
         if stats:
             for k in ("s", "phi"):
                 st[k] = torch.zeros(3, Hkv, g, dtype=torch.float64)
         S_all = torch.zeros(B, Hkv, g, Tq, len(geo.k_pos) + 1) if collect_s else None
         hs = lambda t: t.view(1, Hkv, g, 1, 1)
-        if ideal:
+        if soft:
+            Lp = rd.prob_levels
+            s_fs, lpf = hs(self.s_fs), hs(self._logit_per_fc())
+            if not ideal:
+                u_soft, fl_soft = pulse_tables(ar, Lp)
+                hv = [u_soft[:, r].contiguous() for r in range(u_soft.shape[1])]
+        elif ideal:
             phi_scale = hs(self.s_gain / ar.q_sat)
         else:
             idx_scale = hs(self.s_gain / ar.dq)
             hv = [ar.hv_table[:, r].contiguous() for r in range(ar.hv_table.shape[1])]
         ws = self.arrays.workspace
         fs = ((half / self.out_fs) if quantize else (1.0 / self.out_fs)).view(1, Hkv, 1, g, 1, 1)
+        nfs = ((half / self.n_fs) if quantize else (1.0 / self.n_fs)).view(1, Hkv, 1, g, 1)
+        Dc = p["PV"].shape[-1]
         for ch in geo.chunks:
             r0, r1 = ch.rows.start, ch.rows.stop
             qc, ns, nt = r1 - r0, ch.slots.stop - ch.slots.start, ch.tiles.stop - ch.tiles.start
@@ -241,15 +305,36 @@ class GainCellAttention(nn.Module):
             if stats or stop_after_s:
                 masked = S5.masked_fill(ch.mask == 0, -float("inf"))
                 st["s_max"] = torch.maximum(st["s_max"], masked.amax((0, 3, 4)))
+                st["s_abs"] = torch.maximum(st["s_abs"], (S5.abs() * ch.mask).amax((0, 3, 4)))
             if stats:
                 self._acc_masked(st["s"], S5, ch.mask)
             if collect_s:
                 S_all[:, :, :, r0:r1, geo.slot[ch.slots]] = S5 * ch.mask
             if stop_after_s:
                 continue
+            e["keys"] += float(ch.keys.sum()) * B * H
+            e["tiles"] += float(ch.tiles_read.sum()) * B * H
+            e["rows"] += float((ch.keys > 0).sum()) * B * H
             tiled = lambda x: x.view(B, Hkv, g, qc, nt, n).permute(0, 1, 4, 2, 3, 5)  # tile-major
             tm = ch.tmask.view(nt, qc * n, 1)
-            if ideal:
+            tshape = (B, Hkv, nt, g, qc, n)
+            if soft:
+                # column ADC, digital softmax, row max -> t_max, pulse-width DAC codes
+                W, Z = rd.weights(S5, ch.mask, s_fs, lpf, quantize)
+                if stats:
+                    self._acc_masked(st["phi"], W / (Lp - 1), ch.mask)
+                Z = Z / (Lp - 1)
+                if ideal:
+                    h = [tiled(W.mul_(ar.t_max / (Lp - 1)))]
+                else:
+                    ix = ws.get("ix", tshape, torch.int32)
+                    ix.copy_(tiled(W.round_()))
+                    ix = ix.view(-1)
+                    h = [t.index_select(0, ix).view(tshape) for t in hv]
+                    fl = fl_soft.index_select(0, ix).view(tshape)
+                    flm = torch.matmul(fl.reshape(BK, nt, g, qc * n), tm)
+                    e["pv"] += float(flm.sum()) * (D + 1)
+            elif ideal:
                 h = [tiled(S5.mul_(phi_scale).clamp_(0, 1).mul_(ar.t_max))]
                 if stats:
                     self._acc_masked(st["phi"], S5 / ar.t_max, ch.mask)
@@ -261,10 +346,9 @@ class GainCellAttention(nn.Module):
                 if stats:
                     ph = ar.phi_table[ixk.long()] / ar.t_max
                     self._acc_masked(st["phi"], ph, ch.mask)
-                ix = ws.get("ix", (B, Hkv, nt, g, qc, n), torch.int32)
+                ix = ws.get("ix", tshape, torch.int32)
                 ix.copy_(tiled(ixk))
                 ix = ix.view(-1)
-                tshape = (B, Hkv, nt, g, qc, n)
                 if ar.hf_packed is not None:     # h and the floor energy in one 8-byte gather
                     hf = torch.index_select(ar.hf_packed, 0, ix, out=ws.get("hf", (ix.numel(),), torch.float64))
                     hf = hf.view(torch.float32).view(*tshape, 2)
@@ -273,7 +357,7 @@ class GainCellAttention(nn.Module):
                     h = [t.index_select(0, ix).view(tshape) for t in hv]
                     fl = ar.ev_floor_table.index_select(0, ix).view(tshape)
                 flm = torch.matmul(fl.reshape(BK, nt, g, qc * n), tm)   # (BK, nt, g, 1)
-                e["pv"] += float(flm.sum()) * (D + 1)
+                e["pv"] += float(flm.sum()) * (D + 1 + rd.extra_columns)
                 if ar.econv_const is None:
                     ec = ar.econv_table.index_select(0, ix).view(BK, nt, g, qc * n)
                     e["c2p"] += float(torch.matmul(ec, tm).sum())
@@ -282,24 +366,39 @@ class GainCellAttention(nn.Module):
                 cv = ch.tmask if ideal else ch.cv[m]
                 torch.mul(h[p["rV"][m]], cv, out=A[..., m, :])
             O = torch.matmul(A.view(BK, nt, g * qc, MV * n), p["PV"][:, ch.tiles],
-                             out=ws.get("O", (BK, nt, g * qc, D + 1)))
+                             out=ws.get("O", (BK, nt, g * qc, Dc)))
             e["pv"] += float(O[..., D].sum())
             Ot = O[..., :D].view(B, Hkv, nt, g, qc, D)
             if track_max:   # the readout's full scale: a percentile, as for crossbar ADCs
                 st["o_max"] = torch.maximum(st["o_max"], self._percentile(Ot))
             Ot.mul_(fs)
             if quantize:
-                Ot.round_().clamp_(-half, cfg.out_levels - half - 1)
-            out[:, :, :, r0:r1] = Ot.sum(2) / (half if quantize else 1.0)
+                Ot.round_().clamp_(-half, levels - half - 1)
+            y = Ot.sum(2) / (half if quantize else 1.0)              # (B, Hkv, g, qc, D)
+            if norm:
+                On = O[..., D + 1].view(B, Hkv, nt, g, qc)
+                if track_max:
+                    st["n_max"] = torch.maximum(st["n_max"], On.amax((0, 2, 4)))
+                On = On * nfs
+                if quantize:
+                    On.round_().clamp_(-half, levels - half - 1)
+                den = On.sum(2).unsqueeze(-1) / (half if quantize else 1.0)
+                den = den * hs(self.n_fs / self.out_fs)                 # norm charge / out_fs
+                y = torch.where(den > 0, y / den.clamp(min=1e-30), 0.0)
+            elif soft:
+                Zr = Z.unsqueeze(-1)
+                y = torch.where(Zr > 0, y / Zr.clamp(min=1e-30), 0.0)
+            out[:, :, :, r0:r1] = y
             if not ideal:
                 for m, r in enumerate(p["rE"]):
                     X = ch.ce[m] @ p["Pe"][m][ch.slots]               # (qc, B*Hkv*D)
                     e["qk"] += float((p["Ue"][r][:, :, r0:r1] * X.view(qc, B, Hkv, D).permute(1, 2, 0, 3)).sum())
                 e["qk"] += float((p["floor"][:, :, r0:r1] * ch.keys.float()).sum())
-                econv = ar.econv_const if ar.econv_const is not None else float(ar.econv_table.mean())
-                if ar.econv_const is not None:
-                    e["c2p"] += econv * float(ch.keys.sum()) * B * H
-                e["c2p"] += econv * float(ch.tiles_read.sum()) * B * H * D
+                if rd.uses_c2p:
+                    econv = ar.econv_const if ar.econv_const is not None else float(ar.econv_table.mean())
+                    if ar.econv_const is not None:
+                        e["c2p"] += econv * float(ch.keys.sum()) * B * H
+                    e["c2p"] += econv * float(ch.tiles_read.sum()) * B * H * (D + rd.extra_columns)
         res = {"out": out.view(B, H, Tq, D), "energy": e, "stats": st}
         if collect_s:
             res["S"] = S_all[..., :-1].reshape(B, H, Tq, -1)
@@ -360,7 +459,8 @@ class GainCellAttention(nn.Module):
         While observing, every call sets the default scalers from running maxima (the
         class docstring says which); a module never observed takes its first batch's."""
         if on:
-            for r in (self.q_range, self.k_range, self.v_range, self.s_range, self.o_range):
+            for r in (self.q_range, self.k_range, self.v_range, self.s_range, self.o_range,
+                      self.n_range):
                 r.zero_()
         self.observing = bool(on)
 
@@ -368,6 +468,10 @@ class GainCellAttention(nn.Module):
         return {k: getattr(self, k).clone() for k in self.CALIBRATED}
 
     def load_calibration_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing = [k for k in self.CALIBRATED if k not in state]
+        if missing:
+            raise ValueError(f"{self.name or type(self).__name__}: the calibration state lacks "
+                             f"{', '.join(missing)} (saved by an older cimlut?)")
         for k in self.CALIBRATED:
             getattr(self, k).copy_(state[k])
         self.initialized.fill_(True)
@@ -386,20 +490,34 @@ class GainCellAttention(nn.Module):
                              (v, self.v_range, self.v_scale, self.v_bias)):
             s.copy_(half_range / amax(x, rng))
             b.fill_(off)
-        for buf in (self.s_gain, self.out_fs, self.out_scale):
+        for buf in (self.s_gain, self.out_fs, self.out_scale, self.s_fs, self.n_fs):
             buf.fill_(1.0)
         self.out_bias.zero_()
         B, Tq = q.shape[0], q.shape[2]
         qh, kh, vh = self._normalized(q, k, v)
         geo = geometry(self.arrays, cfg.subtile, q_pos, k_pos, self.causal, self._qc(B, len(k_pos)))
         p = self._prepare(qh, kh, vh, geo)
-        smax = self._core(p, geo, B, Tq, stop_after_s=True)["stats"]["s_max"].flatten()
+        sst = self._core(p, geo, B, Tq, stop_after_s=True)["stats"]
+        soft = self.readout.name == "softmax"
+        smax = (sst["s_abs"] if soft else sst["s_max"]).flatten()
         self.s_range.copy_(torch.maximum(self.s_range, smax))
-        self.s_gain.copy_(torch.where(self.s_range > 0, self.arrays.q_sat / self.s_range.clamp(min=1e-30), 1.0))
-        omax = self._core(p, geo, B, Tq, quantize=False, track_max=True)["stats"]["o_max"].flatten()
-        self.o_range.copy_(torch.maximum(self.o_range, omax))
+        pos = self.s_range > 0
+        if soft:   # the Q.K column ADC's full scale: the largest |S| seen
+            self.s_fs.copy_(torch.where(pos, self.s_range, 1.0))
+        else:
+            self.s_gain.copy_(torch.where(pos, self.arrays.q_sat / self.s_range.clamp(min=1e-30), 1.0))
+        ost = self._core(p, geo, B, Tq, quantize=False, track_max=True)["stats"]
+        self.o_range.copy_(torch.maximum(self.o_range, ost["o_max"].flatten()))
         self.out_fs.copy_(torch.where(self.o_range > 0, self.o_range, 1.0))
-        y = self._core(p, geo, B, Tq, quantize=not cfg.ideal)["out"]
+        self.n_range.copy_(torch.maximum(self.n_range, ost["n_max"].flatten()))
+        self.n_fs.copy_(torch.where(self.n_range > 0, self.n_range, 1.0))
+        affine = self._default_out_affine()
+        if affine is not None:
+            self.out_scale.copy_(affine[0])
+            self.out_bias.copy_(affine[1])
+            self.initialized.fill_(True)
+            return
+        y = self._core(p, geo, B, Tq, quantize=self.readout.quantizes(cfg.ideal))["out"]
         ref = softmax_attention(q.float(), k.float(), v.float(), q_pos, k_pos,
                                 causal=self.causal, window=cfg.window)
         ys, rs = y.std((0, 2, 3)), ref.std((0, 2, 3))
@@ -418,12 +536,17 @@ class GainCellAttention(nn.Module):
         B, H, Tq, D = q.shape
         qh, kh, vh = self._normalized(q, k, v)
         if exact and not cfg.ideal:
+            if self.readout.name != "hardsigmoid":
+                raise ValueError(f"{self.name or 'GainCellAttention'}: the per-element reference "
+                                 f"(exact=True) is written for the hardsigmoid readout only, "
+                                 f"not {self.readout.name!r}")
             r = self._exact(qh, kh, vh, q_pos, k_pos)
             p = {"bk": r["bk"], "bv": r["bv"]}
         else:
             geo = geometry(self.arrays, self.config.subtile, q_pos, k_pos, self.causal, self._qc(B, len(k_pos)))
             p = self._prepare(qh, kh, vh, geo)
-            r = self._core(p, geo, B, Tq, quantize=not cfg.ideal, stats=self.recording)
+            r = self._core(p, geo, B, Tq, quantize=self.readout.quantizes(cfg.ideal),
+                           stats=self.recording)
         y = r["out"] * self.out_scale.view(1, -1, 1, 1) + self.out_bias.view(1, -1, 1, 1)
         if self.recording:
             self._record(q, k, v, q_pos, k_pos, r["out"], y, r["stats"])
@@ -446,23 +569,47 @@ class GainCellAttention(nn.Module):
 
     def _account(self, e, p, q_pos, k_pos, B, Tq):
         """Energies (J) and per-token latency. Latency model per query token: the QK read
-        (one t_max per phase: two when q is signed), the phi(S)-driven V read (t_max: the
-        charge-to-pulse discharge is the V read pulse) and the tile readout conversion
-        (t_max): 60 ns signed, 45 ns unsigned (Leroux et al.: 65 ns). Writes overlap reads."""
-        cfg, ar, led = self.config, self.arrays, self.ledger
+        (one t_max per phase: two when q is signed), then
+        hardsigmoid(_norm): the phi(S)-driven V read (t_max: the charge-to-pulse discharge is
+        the V read pulse) and the tile readout conversion (t_max): 60 ns signed, 45 ns
+        unsigned (Leroux et al.: 65 ns);
+        softmax: a Q.K column ADC conversion (adc_time, all columns in parallel), the
+        digital softmax (5 ops per key read, digital_mac_time each), the V read (t_max) and
+        the output ADC conversion (adc_time). Writes overlap reads.
+        Readout energies: ADC conversions at adc_fom x 2^bits (Walden), probability pulses
+        at dac_energy_per_read, per key read an exp, a max compare, a subtract, a sum add
+        (digital_op_energy each) and the logit scale (mult_energy); per query and head one
+        reciprocal (div_energy) and D mults. hardsigmoid_norm: per query and head one
+        reciprocal and D mults; its column's reads, writes and conversions are in the
+        gain-cell and charge-to-pulse kinds."""
+        cfg, ar, led, rd = self.config, self.arrays, self.ledger, self.readout
         phases = 2 if cfg.q_signed else 1
         tok = B * Tq
         t = cfg.t_max
+        soft = rd.name == "softmax"
+        keys, tiles, rows = e.get("keys", 0.0), e.get("tiles", 0.0), e.get("rows", 0.0)
         if not cfg.ideal:
             new = (k_pos >= q_pos.min()) if self.causal else torch.ones_like(k_pos, dtype=torch.bool)
             n_new = int(new.sum())
             ew = ar.ewrite
             cells = float(ew[p["bk"][:, :, new]].sum() + ew[p["bv"][:, :, new]].sum())
             refs = ar.ewrite_ref * B * self.Hkv * n_new * (self.D + 1)   # D twins (K) + 1 (V)
-            led.add("gc_write", (cells + refs) * FJ)
+            norm_cells = float(ew[-1]) * B * self.Hkv * n_new * rd.extra_columns
+            led.add("gc_write", (cells + refs + norm_cells) * FJ)
             led.add("gc_read_qk", e["qk"] * FJ, phases * t * tok)
             led.add("gc_read_pv", e["pv"] * FJ, t * tok)
-            led.add("c2p", e["c2p"] * FJ, t * tok)
+            if rd.uses_c2p:
+                led.add("c2p", e["c2p"] * FJ, t * tok)
+        if soft:
+            conv = keys * (1 << cfg.score_bits) + tiles * self.D * (1 << cfg.softmax_out_bits)
+            led.add("attn_adc", conv * cfg.adc_fom, 2 * cfg.adc_time * tok)
+            led.add("attn_pdac", keys * cfg.dac_energy_per_read)
+            ops = keys * (cfg.exp_energy + 3 * cfg.digital_op_energy + cfg.mult_energy)
+            ops += rows * (cfg.div_energy + self.D * cfg.mult_energy)
+            led.add("attn_digital", ops, (5 * keys + rows * (1 + self.D)) / self.H * cfg.digital_mac_time)
+        elif rd.extra_columns:
+            led.add("attn_digital", rows * (cfg.div_energy + self.D * cfg.mult_energy),
+                    rows * (1 + self.D) / self.H * cfg.digital_mac_time)
         led.add("attn_dac", cfg.attn_dac_energy * phases * B * self.H * Tq)
         led.add("attn_control", cfg.attn_control_energy * B * self.H * Tq)
 

@@ -106,6 +106,27 @@ class HardwareConfig:
     decay: bool = _f(True, "", "stored K/V leak with token age (retention table)")
     attn_control_energy: float = _f(4e-9, "J/token/head", "Leroux et al.: digital control 4 nJ", range=(0.0, 1e-3))
     attn_dac_energy: float = _f(330e-12, "J/token/head", "Leroux et al.: DACs 330 pJ", range=(0.0, 1e-3))
+    # attention readouts (cimlut/models/readouts.py)
+    attn_readout: str = _f("softmax", "", "softmax: Q.K column ADCs, digital softmax, "
+                           "probabilities as V pulse widths, tile output ADCs (X-Former: 8-bit "
+                           "SAR after Q.K; works on pretrained models); hardsigmoid: Leroux et "
+                           "al.'s ADC-free charge-to-pulse phi(S), unnormalised (needs a model "
+                           "trained for it); hardsigmoid_norm: the same plus one column of "
+                           "constant cells per V array, outputs divided by its charge",
+                           ("softmax", "hardsigmoid", "hardsigmoid_norm"))
+    score_bits: int = _f(8, "bit", "softmax readout: Q.K column ADC (X-Former: 8-bit SAR; "
+                         "SageAttention: 8-bit Q.K loses almost nothing)", range=(2, 24))
+    prob_bits: int = _f(8, "bit", "softmax readout: probability pulse-width DAC into the V "
+                        "arrays, each row scaled by its maximum first", range=(1, 24))
+    softmax_out_bits: int = _f(8, "bit", "softmax readout: output ADC per sub-tile and column",
+                               range=(2, 24))
+    exp_energy: float = _f(18.4e-12, "J", "one fp32 exp: range reduction and a degree-4 "
+                           "polynomial, 4 fp32 mult (3.7 pJ) + 4 fp32 add (0.9 pJ), Horowitz "
+                           "ISSCC 2014, 45 nm", range=(0.0, 1e-6))
+    mult_energy: float = _f(3.7e-12, "J", "fp32 mult, Horowitz ISSCC 2014, 45 nm",
+                            range=(0.0, 1e-6))
+    div_energy: float = _f(22.2e-12, "J", "one fp32 reciprocal: 3 Newton steps of 2 fp32 "
+                           "mult (3.7 pJ, Horowitz ISSCC 2014, 45 nm)", range=(0.0, 1e-6))
 
     # digital parts (norms, residuals, embeddings, softmax where attention stays digital)
     digital_mac_energy: float = _f(0.23e-12, "J", "Horowitz ISSCC 2014, 45 nm: 8-bit int "
