@@ -162,3 +162,35 @@ def test_exact_reference_refuses_other_readouts():
     q, k, v, pos = data(T=8)
     with pytest.raises(ValueError, match="hardsigmoid readout only"):
         module()(q, k, v, pos, pos, exact=True)
+
+
+def test_keys_are_encoded_once_and_a_changed_past_is_noticed():
+    q, k, v, pos = data(B=1, T=30, seed=7)
+    for ideal in (True, False):
+        m = module(ideal=ideal)
+        m.observe(True)
+        m(q, k, v, pos, pos)
+        m.observe(False)
+        full = m(q, k, v, pos, pos)
+        m.reset_kv_cache()
+        steps = []
+        for t in range(30):
+            steps.append(m(q[:, :, t:t + 1], k[:, :, :t + 1], v[:, :, :t + 1], pos[t:t + 1], pos[:t + 1]))
+            if t >= 8:                                   # whole sub-tiles: the cache is in use
+                assert m._kvc is not None and m._kvc["T"] == t + 1
+        assert torch.allclose(torch.cat(steps, 2), full, atol=1e-5)
+        k2 = k.clone()
+        k2[:, :, 3] += 1.0                               # another past: encoded afresh
+        y = m(q[:, :, -1:], k2, v, pos[-1:], pos)
+        m.reset_kv_cache()
+        assert torch.equal(y, m(q[:, :, -1:], k2, v, pos[-1:], pos))
+        assert not torch.allclose(y, full[:, :, -1:], atol=1e-4)
+
+
+def test_ideal_levels_quantize_k_and_v_on_linear_cells():
+    q, k, v, pos = data(T=40, seed=8)
+    ref = softmax_attention(q, k, v, pos, pos, window=32)
+    free = rel_rms(module(ideal=True, **bits(14))(q, k, v, pos, pos), ref)
+    e = [rel_rms(module(ideal=True, ideal_levels=True, kv_levels=L, **bits(14))(q, k, v, pos, pos), ref)
+         for L in (8, 64)]                               # (each level count builds its arrays)
+    assert e[0] > e[1] > free

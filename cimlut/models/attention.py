@@ -109,6 +109,7 @@ class GainCellAttention(nn.Module):
             self.register_buffer(nm, torch.zeros(n), persistent=False)   # running maxima
         self.register_buffer("initialized", torch.tensor(False))
         self.observing = self.recording = False
+        self._kvc = None
         self._acc = None
         self.stats: dict[str, torch.Tensor] = {}
 
@@ -131,12 +132,22 @@ class GainCellAttention(nn.Module):
         if q_pos.dtype.is_floating_point or k_pos.dtype.is_floating_point:
             raise ValueError(f"{who}: positions must be integer token indices")
 
-    def _normalized(self, q, k, v):
-        """q_hat in [-1, 1] (or [0, 1]) of t_max; k_hat, v_hat in [0, 1] of kv_vwrite_max."""
-        a = lambda t, s, b: t.float() * s.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
+    @staticmethod
+    def _affine(t, s, b):
+        return t.float() * s.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
+
+    def _normalized_q(self, q):
+        """q_hat in [-1, 1] (or [0, 1]) of t_max."""
         lo = -1.0 if self.config.q_signed else 0.0
-        return (a(q, self.q_scale, self.q_bias).clamp(lo, 1), a(k, self.k_scale, self.k_bias).clamp(0, 1),
-                a(v, self.v_scale, self.v_bias).clamp(0, 1))
+        return self._affine(q, self.q_scale, self.q_bias).clamp(lo, 1)
+
+    def _normalized_kv(self, k, v):
+        """k_hat, v_hat in [0, 1] of kv_vwrite_max."""
+        return (self._affine(k, self.k_scale, self.k_bias).clamp(0, 1),
+                self._affine(v, self.v_scale, self.v_bias).clamp(0, 1))
+
+    def _normalized(self, q, k, v):
+        return (self._normalized_q(q), *self._normalized_kv(k, v))
 
     def _unit(self) -> float:
         """fC of column charge per unit q_hat (k_hat - offset) with ideal (linear) cells."""
@@ -193,58 +204,143 @@ class GainCellAttention(nn.Module):
     def _prepare(self, qh, kh, vh, geo):
         """Per-call operands of the core: U (pulse side), P (stored side) per factor term,
         keys laid out in tile slots (padding slots hold the all-zero level Lkv)."""
+        p = self._prepare_q(qh)
+        p.update(self._layout(self._encode_keys(kh, vh), geo))
+        return p
+
+    def _prepare_q(self, qh):
+        """The query side of the core's operands: pulse factors per term, energy factors and
+        the read-path floor energy per key read."""
         cfg, ar = self.config, self.arrays
         B, H, Tq, D = qh.shape
-        Hkv, g, n, G = self.Hkv, self.g, geo.n, geo.G
-        Tk = kh.shape[2]
-        p = {"ideal": cfg.ideal}
-
-        def slots(x, fill):   # (B, Hkv, Tk, D) -> (B, Hkv, G*n, D)
-            if geo.identity:
-                return F.pad(x, (0, 0, 0, G * n - Tk), value=fill)
-            return torch.cat([x, x.new_full((B, Hkv, 1, x.shape[-1]), fill)], 2)[:, :, geo.slot]
-
+        Hkv, g = self.Hkv, self.g
         if cfg.ideal:
-            unit_v = lambda x: ar.g_lin * (x * cfg.kv_vwrite_max - cfg.kv_offset)
-            p["U"] = [(qh * ar.t_max).view(B, Hkv, g, Tq, D)]
-            pk = slots(unit_v(kh), 0.0).view(B * Hkv, G * n, D)
-            p["rK"], p["PK"] = [0], pk.transpose(-1, -2).contiguous().unsqueeze(0)
-            pv = slots(unit_v(vh), 0.0).view(B * Hkv, G, n, D)
-            cols = [pv, pv.new_zeros(B * Hkv, G, n, 1)]
-            if self.readout.extra_columns:      # constant cells at the top write level
-                top = slots(torch.ones_like(vh[..., :1]), 0.0).view(B * Hkv, G, n, 1)
-                cols.append(top * float(unit_v(torch.tensor(1.0))))
-            p["PV"] = torch.cat(cols, -1)
-            p["MV"], p["rV"] = 1, [0]
-            return p
-        RK, RE, MK, ME, MV = len(ar.K_f.u), len(ar.EK_f.u), len(ar.K_f.p), len(ar.EK_f.p), len(ar.V_f.p)
+            if cfg.ideal_levels:
+                qh = (qh * (ar.Lq - 1)).round() / (ar.Lq - 1)
+            return {"ideal": True, "U": [(qh * ar.t_max).view(B, Hkv, g, Tq, D)], "rK": [0],
+                    "MV": 1, "rV": [0]}
+        RK, RE = len(ar.K_f.u), len(ar.EK_f.u)
         lq = (qh.abs() * (ar.Lq - 1)).round_().long()
-        bk = (kh * (ar.Lkv - 1)).round_().long()
-        bv = (vh * (ar.Lkv - 1)).round_().long()
-        p["bk"], p["bv"] = bk, bv
         gq = F.embedding(lq, ar.q_tab)                                  # (B, H, Tq, D, RK+RE+1)
         sg = torch.sign(qh)
-        p["U"] = [(sg * gq[..., r]).view(B, Hkv, g, Tq, D) for r in range(RK)]
-        p["Ue"] = [gq[..., RK + r].view(B, Hkv, g, Tq, D).sum(2) for r in range(RE)]
-        p["floor"] = gq[..., -1].sum(-1)                               # (B, H, Tq) per key read
-        gk = F.embedding(slots(bk, ar.Lkv), ar.k_tab)                   # (B, Hkv, G*n, D, MK+ME)
-        p["rK"], p["rE"], p["rV"], p["MV"] = ar.K_f.r, ar.EK_f.r, ar.V_f.r, MV
-        p["PK"] = gk[..., :MK].view(B * Hkv, G * n, D, MK).permute(3, 0, 2, 1).contiguous()
-        p["Pe"] = gk[..., MK:].permute(4, 2, 0, 1, 3).reshape(ME, G * n, B * Hkv * D)
-        bvs = slots(bv, ar.Lkv)
-        gv = F.embedding(bvs, ar.v_tab)                                 # (B, Hkv, G*n, D, 2*MV)
-        real = (bvs[..., 0] < ar.Lkv).float()                           # (B, Hkv, G*n)
-        X = self.readout.extra_columns
-        pv = torch.empty(B, Hkv, G, MV, n, D + 1 + X)
+        return {"ideal": False,
+                "U": [(sg * gq[..., r]).view(B, Hkv, g, Tq, D) for r in range(RK)],
+                "Ue": [gq[..., RK + r].view(B, Hkv, g, Tq, D).sum(2) for r in range(RE)],
+                "floor": gq[..., -1].sum(-1),                           # (B, H, Tq) per key read
+                "rK": ar.K_f.r, "rE": ar.EK_f.r, "rV": ar.V_f.r, "MV": len(ar.V_f.p)}
+
+    def _encode_keys(self, kh, vh) -> dict:
+        """What writing keys into gain cells fixes, in key order (done once per key when the
+        KV cache is reused): PK (M_K, B*Hkv, D, T) stored-side charge factors, Pe (M_E, T,
+        B*Hkv*D) energy factors, PV (B*Hkv, T, M_V, D+1+extra) value factors with the read
+        energy column and the norm column; bk, bv the write levels (B, Hkv, T, D)."""
+        cfg, ar = self.config, self.arrays
+        B, Hkv, T, D = kh.shape
+        BK, X = B * Hkv, self.readout.extra_columns
+        if cfg.ideal:
+            if cfg.ideal_levels:
+                kh, vh = ((x * (ar.Lkv - 1)).round() / (ar.Lkv - 1) for x in (kh, vh))
+            unit_v = lambda x: ar.g_lin * (x * cfg.kv_vwrite_max - cfg.kv_offset)
+            pk = unit_v(kh).view(BK, T, D).transpose(-1, -2).unsqueeze(0)
+            cols = [unit_v(vh).view(BK, T, 1, D), kh.new_zeros(BK, T, 1, 1)]
+            if X:                                    # constant cells at the top write level
+                cols.append(kh.new_full((BK, T, 1, 1), float(unit_v(torch.tensor(1.0)))))
+            return {"PK": pk, "PV": torch.cat(cols, -1)}
+        MK, MV = len(ar.K_f.p), len(ar.V_f.p)
+        bk = (kh * (ar.Lkv - 1)).round_().long()
+        bv = (vh * (ar.Lkv - 1)).round_().long()
+        gk = F.embedding(bk, ar.k_tab)                                  # (B, Hkv, T, D, MK+ME)
+        pk = gk[..., :MK].view(BK, T, D, MK).permute(3, 0, 2, 1)
+        pe = gk[..., MK:].permute(4, 2, 0, 1, 3).reshape(-1, T, BK * D)
+        gv = F.embedding(bv, ar.v_tab)                                  # (B, Hkv, T, D, 2*MV)
+        pv = torch.empty(BK, T, MV, D + 1 + X)
         top = ar.v_tab[ar.Lkv - 1]                                      # the norm column's cells
         for m in range(MV):
-            pv[:, :, :, m, :, :D] = gv[..., m].view(B, Hkv, G, n, D)
-            e_m = gv[..., MV + m].sum(-1) + (ar.ev_ref[m] + X * top[MV + m]) * real
-            pv[:, :, :, m, :, D] = e_m.view(B, Hkv, G, n)
+            pv[:, :, m, :D] = gv[..., m].view(BK, T, D)
+            pv[:, :, m, D] = gv[..., MV + m].sum(-1).view(BK, T) + (ar.ev_ref[m] + X * top[MV + m])
             if X:
-                pv[:, :, :, m, :, D + 1] = (top[m] * real).view(B, Hkv, G, n)
-        p["PV"] = pv.view(B * Hkv, G, MV * n, D + 1 + X)
-        return p
+                pv[:, :, m, D + 1] = top[m]
+        return {"PK": pk, "Pe": pe, "PV": pv, "bk": bk, "bv": bv}
+
+    @staticmethod
+    def _layout(enc: dict, geo) -> dict:
+        """Key-order operands laid out in the geometry's tile slots (zeros in padding)."""
+        G, n = geo.G, geo.n
+        T = enc["PK"].shape[-1]
+        if geo.identity:
+            pad = G * n - T
+            take = lambda x, dim: torch.cat([x, x.new_zeros(*x.shape[:dim], pad, *x.shape[dim + 1:])], dim) if pad else x
+        else:
+            idx = geo.slot
+            take = lambda x, dim: torch.cat([x, x.new_zeros(*x.shape[:dim], 1, *x.shape[dim + 1:])],
+                                            dim).index_select(dim, idx)
+        pv = take(enc["PV"], 1)                                         # (BK, G*n, MV, Dc)
+        BK, _, MV, Dc = pv.shape
+        out = {"PK": take(enc["PK"], 3).contiguous(),
+               "PV": pv.view(BK, G, n, MV, Dc).transpose(2, 3).reshape(BK, G, MV * n, Dc)}
+        if "Pe" in enc:
+            out["Pe"] = take(enc["Pe"], 1).contiguous()
+            out["bk"], out["bv"] = enc["bk"], enc["bv"]
+        return out
+
+    def reset_kv_cache(self) -> None:
+        """Forget the encoded keys (the next call encodes every key it is given)."""
+        self._kvc = None
+
+    def _kv_operands(self, k, v, k_pos, geo) -> dict:
+        """The stored side of the core's operands. Keys are encoded once: while calls see
+        the same sequence growing (causal, at most `window` keys, same scalers), the keys
+        encoded by earlier calls are kept in tile-slot order and only new keys are encoded
+        (a decode step then costs work in proportion to new tokens x context). Any other
+        call encodes everything. The result is the same either way."""
+        cfg = self.config
+        B, Hkv, Tk, D = k.shape
+        W, n = int(cfg.window), geo.n
+        usable = (self.causal and geo.identity and n == int(cfg.subtile) and W % n == 0
+                  and not self.observing and not self.recording)
+        if not usable:
+            self._kvc = None
+            kh, vh = self._normalized_kv(k, v)
+            return self._layout(self._encode_keys(kh, vh), geo)
+        scal = torch.cat([self.k_scale, self.k_bias, self.v_scale, self.v_bias])
+        c = self._kvc
+        if not (c is not None and c["B"] == B and c["T"] <= Tk and torch.equal(c["scal"], scal)
+                and torch.equal(k_pos[:c["T"]], c["k_pos"][:c["T"]])
+                and torch.equal(k[:, :, :c["T"]], c["k"][:, :, :c["T"]])
+                and torch.equal(v[:, :, :c["T"]], c["v"][:, :, :c["T"]])):
+            c = self._kvc = {"B": B, "T": 0, "scal": scal, "k_pos": k_pos.new_zeros(W),
+                             "k": k.new_zeros(B, Hkv, W, D), "v": v.new_zeros(B, Hkv, W, D)}
+        T0 = c["T"]
+        if T0 < Tk:
+            kh, vh = self._normalized_kv(k[:, :, T0:], v[:, :, T0:])
+            enc = self._encode_keys(kh, vh)
+            if "PK" not in c:                                  # buffers at full window
+                BK = B * Hkv
+                MV, Dc = enc["PV"].shape[2:]
+                c["PK"] = enc["PK"].new_zeros(*enc["PK"].shape[:-1], W)
+                c["PV"] = enc["PV"].new_zeros(BK, W // n, MV, n, Dc)
+                if "Pe" in enc:
+                    c["Pe"] = enc["Pe"].new_zeros(enc["Pe"].shape[0], W, BK * D)
+                    c["bk"] = enc["bk"].new_zeros(B, Hkv, W, D)
+                    c["bv"] = enc["bv"].new_zeros(B, Hkv, W, D)
+            c["PK"][..., T0:Tk] = enc["PK"]
+            idx = torch.arange(T0, Tk)                         # tile-major slots
+            c["PV"][:, idx // n, :, idx % n, :] = enc["PV"].transpose(0, 1)
+            if "Pe" in enc:
+                c["Pe"][:, T0:Tk] = enc["Pe"]
+                c["bk"][:, :, T0:Tk] = enc["bk"]
+                c["bv"][:, :, T0:Tk] = enc["bv"]
+            c["k"][:, :, T0:Tk] = k[:, :, T0:]
+            c["v"][:, :, T0:Tk] = v[:, :, T0:]
+            c["k_pos"][T0:Tk] = k_pos[T0:]
+            c["T"] = Tk
+        G = geo.G
+        BK, _, MV, _, Dc = c["PV"].shape
+        out = {"PK": c["PK"][..., :G * n], "PV": c["PV"][:, :G].reshape(BK, G, MV * n, Dc)}
+        if "Pe" in c:
+            out["Pe"] = c["Pe"][:, :G * n]
+            out["bk"], out["bv"] = c["bk"][:, :, :Tk], c["bv"][:, :, :Tk]
+        return out
 
     # -------------------------------------------------------------- the factored core
     def _core(self, p, geo, B, Tq, *, quantize=True, stats=False, stop_after_s=False,
@@ -534,17 +630,17 @@ class GainCellAttention(nn.Module):
             self._observe_batch(q, k, v, q_pos, k_pos)
         cfg = self.config
         B, H, Tq, D = q.shape
-        qh, kh, vh = self._normalized(q, k, v)
         if exact and not cfg.ideal:
             if self.readout.name != "hardsigmoid":
                 raise ValueError(f"{self.name or 'GainCellAttention'}: the per-element reference "
                                  f"(exact=True) is written for the hardsigmoid readout only, "
                                  f"not {self.readout.name!r}")
-            r = self._exact(qh, kh, vh, q_pos, k_pos)
+            r = self._exact(*self._normalized(q, k, v), q_pos, k_pos)
             p = {"bk": r["bk"], "bv": r["bv"]}
         else:
             geo = geometry(self.arrays, self.config.subtile, q_pos, k_pos, self.causal, self._qc(B, len(k_pos)))
-            p = self._prepare(qh, kh, vh, geo)
+            p = self._prepare_q(self._normalized_q(q))
+            p.update(self._kv_operands(k, v, k_pos, geo))
             r = self._core(p, geo, B, Tq, quantize=self.readout.quantizes(cfg.ideal),
                            stats=self.recording)
         y = r["out"] * self.out_scale.view(1, -1, 1, 1) + self.out_bias.view(1, -1, 1, 1)

@@ -106,6 +106,8 @@ class HardwareConfig:
     decay: bool = _f(True, "", "stored K/V leak with token age (retention table)")
     attn_control_energy: float = _f(4e-9, "J/token/head", "Leroux et al.: digital control 4 nJ", range=(0.0, 1e-3))
     attn_dac_energy: float = _f(330e-12, "J/token/head", "Leroux et al.: DACs 330 pJ", range=(0.0, 1e-3))
+    ideal_levels: bool = _f(False, "", "with ideal = true, attention q, k and v still take "
+                            "q_levels / kv_levels levels on linear cells (the levels ablation)")
     # attention readouts (cimlut/models/readouts.py)
     attn_readout: str = _f("softmax", "", "softmax: Q.K column ADCs, digital softmax, "
                            "probabilities as V pulse widths, tile output ADCs (X-Former: 8-bit "
