@@ -9,6 +9,34 @@ import sys
 from pathlib import Path
 
 
+def _count(least: int):
+    """An argparse type: an integer >= least."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below the least useful value {least}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    return value
+
+
+def _timeout_arg(s) -> None:
+    s.add_argument("--timeout", type=_seconds, metavar="S", help="seconds one simulation may "
+                   "run before it is stopped (default 300; env CIMLUT_SIM_TIMEOUT)")
+
+
 def _kv(items: list[str]) -> dict[str, float | str]:
     out = {}
     for item in items or []:
@@ -45,6 +73,10 @@ def cmd_setup(args) -> int:
 
 
 def cmd_cells(args) -> int:
+    if args.action == "compare":
+        return _cells_compare(args)
+    if args.names:
+        raise SystemExit("cimlut: `cells` lists every cell; names go with `cells compare`")
     from .circuits import CELLS
     for cell in CELLS.values():
         print(f"{cell.name}  ({cell.subckt} in {cell.path.name}) - {cell.doc}")
@@ -54,6 +86,21 @@ def cmd_cells(args) -> int:
             print(f"  .param {p.name:10s} = {p.default:<10.4g} {p.unit:6s} {p.doc}")
         for tb in cell.testbenches:
             print(f"  testbench {tb.id}: {tb.file} - {tb.doc}")
+    return 0
+
+
+def _cells_compare(args) -> int:
+    """K/V cells side by side from their tables: product vs stored value, INL, droop, read
+    energy (cimlut.models.cellcompare); a table and one PNG."""
+    from .models import cellcompare
+    _threads(1)
+    base = _hardware(args)
+    names = args.names or ["gaincell_2t", "gaincell_pp"]
+    figs = cellcompare.compare([base.replace(kv_cell=n) for n in names], args.tpw)
+    print(cellcompare.report(figs, base, args.tpw))
+    out = Path(args.out) / ("cells_compare_" + "_".join(names) + ".png")
+    tpw = (args.tpw or base.t_max) * 1e9
+    print(f"wrote {cellcompare.plot(figs, out, f'K/V cells at {base.corner}, {base.temperature:g} C, {tpw:g} ns pulse')}")
     return 0
 
 
@@ -93,9 +140,8 @@ def cmd_golden(args) -> int:
 def cmd_tables(args) -> int:
     from .paths import data_dir
     if args.action == "check":
-        import h5py
-
         from .characterize.check import check_table, format_report
+        from .tablefile import open_h5
         where = Path(args.out) if args.out else data_dir() / "tables"
         results, fails = {}, 0
         for name in args.names or [p.stem for p in sorted(where.glob("*.h5"))]:
@@ -103,7 +149,7 @@ def cmd_tables(args) -> int:
             path = where / f"{cell}.h5"
             if not path.exists():
                 raise SystemExit(f"cimlut: no table file {path}; run `cimlut tables build {cell}`")
-            with h5py.File(path, "r") as f:
+            with open_h5(path) as f:
                 names = [only] if only else list(f)
             for t in names:
                 rep = check_table(path, t, points=args.points, seed=args.seed, jobs=args.jobs)
@@ -129,20 +175,39 @@ def cmd_tables(args) -> int:
     from .characterize.spec import load_spec, spec_path
     from .characterize.sweep import build
     from .circuits import CELLS
+    from .characterize.sweep import check_size
     names = args.names or [c for c in CELLS if spec_path(c).exists()]
-    out = Path(args.out) if args.out else data_dir() / "tables"
+    out = _build_folder(args.out, args.shipped)
     specs = []
     for name in names:
         path = Path(name) if name.endswith(".toml") else spec_path(name) if name in CELLS else None
         if path is None:
             raise SystemExit(f"cimlut: unknown cell {name!r}; known: {', '.join(CELLS)}")
         specs.append(load_spec(path))  # every spec is checked before anything runs
+    for spec in specs:
+        check_size(spec, args.max_points, args.jobs)
     failed = 0
     for spec in specs:
         _, summary = build(spec, out, jobs=args.jobs, executor=args.executor,
                            scheduler=args.scheduler, progress=not args.quiet)
         failed += summary.failed
     return 1 if failed else 0
+
+
+def _build_folder(out: str | None, shipped: bool) -> Path:
+    """Where `tables build` writes: `--out`, else out/tables. The shipped tables are only
+    replaced when asked by name (`--shipped`): a default never overwrites shipped data."""
+    from .paths import data_dir
+    ship = (data_dir() / "tables").resolve()
+    if shipped:
+        if out and Path(out).resolve() != ship:
+            raise SystemExit("cimlut: give --shipped or --out, not both")
+        return ship
+    folder = Path(out or "out/tables")
+    if folder.resolve() == ship:
+        raise SystemExit(f"cimlut: --out {out} is the shipped table folder; rebuilding the "
+                         "shipped tables is an explicit act: add --shipped (and drop --out)")
+    return folder
 
 
 def cmd_survey(args) -> int:
@@ -219,7 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("setup", help="link the sky130 models for the decks; check ngspice")
     s.set_defaults(fn=cmd_setup)
 
-    s = sub.add_parser("cells", help="list the cells, their ports, parameters and testbenches")
+    s = sub.add_parser("cells", help="list the cells, their ports, parameters and testbenches; "
+                       "compare K/V cells from their tables")
+    s.add_argument("action", nargs="?", default="list", choices=("list", "compare"))
+    s.add_argument("names", nargs="*", help="compare: K/V cells (default gaincell_2t "
+                   "gaincell_pp), each read from <tables_dir>/<name>.h5")
+    s.add_argument("--tpw", type=_seconds, help="compare: read pulse width, s (default t_max)")
+    s.add_argument("--out", default="out/cells", help="compare: folder for the PNG")
+    _hardware_args(s)
     s.set_defaults(fn=cmd_cells)
 
     s = sub.add_parser("sim", help="simulate one deck and print its .meas results")
@@ -229,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corner", choices=("tt", "ff", "ss", "sf", "fs"))
     s.add_argument("--temp", type=float, help="circuit temperature, degC")
     s.add_argument("--json")
+    _timeout_arg(s)
     s.set_defaults(fn=cmd_sim)
 
     s = sub.add_parser("golden", help="check against or regenerate golden waveforms")
@@ -238,26 +311,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", type=Path, help="golden folder (default: the shipped data/golden)")
     s.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="check with a .param changed (shows what a device change does)")
+    _timeout_arg(s)
     s.set_defaults(fn=cmd_golden)
 
     s = sub.add_parser("tables", help="build device tables from sweep specs, or show a table file")
     s.add_argument("action", choices=("build", "show", "check", "plot"))
     s.add_argument("names", nargs="*", help="build: cells or spec files (default: every cell "
                    "with a tables.toml); show: table files")
-    s.add_argument("--jobs", type=int, default=2, help="worker processes (one ngspice each)")
+    s.add_argument("--jobs", type=_count(1), default=2, help="worker processes (one ngspice each)")
     s.add_argument("--executor", default="local", choices=("local", "dask"))
     s.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786")
-    s.add_argument("--out", help="table folder (default: the shipped data/tables)")
+    s.add_argument("--out", help="build: folder for the tables and their point cache "
+                   "(default out/tables); check/plot: where to read them (default: the "
+                   "shipped data/tables)")
+    s.add_argument("--shipped", action="store_true", help="build: replace the shipped tables "
+                   "in data/tables (an explicit act; never the default)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--points", type=int, default=20, help="check: random off-grid points")
+    s.add_argument("--points", type=_count(1), default=20, help="check: random off-grid points")
     s.add_argument("--seed", type=int, default=0, help="check: random seed")
     s.add_argument("--json", help="check: write the figures to this file")
     s.add_argument("--plots", default="out/tables", help="plot: folder for the PNGs")
+    s.add_argument("--max-points", type=_count(1), default=None, metavar="N",
+                   help="build: refuse a spec with more points than this (default 200000)")
+    _timeout_arg(s)
     s.set_defaults(fn=cmd_tables)
 
     s = sub.add_parser("survey", help="simulate every testbench; write a summary and plots")
     s.add_argument("--out", default="out/survey")
-    s.add_argument("--jobs", type=int, default=2)
+    s.add_argument("--jobs", type=_count(1), default=2)
+    _timeout_arg(s)
     s.set_defaults(fn=cmd_survey)
 
     s = sub.add_parser("hardware", help="print the hardware config with units and sources")
@@ -268,13 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "digital, energy and latency per token")
     s.add_argument("--model", default="smollm2", help="smollm2, minilm, or a Hugging Face folder")
     _hardware_args(s)
-    s.add_argument("--tokens", type=int, default=1024, help="evaluation tokens (language models)")
-    s.add_argument("--sentences", type=int, default=32, help="evaluation sentences (MiniLM)")
-    s.add_argument("--decode", type=int, default=4, help="decode steps with the KV cache")
+    s.add_argument("--tokens", type=_count(2), default=1024, help="evaluation tokens "
+                   "(language models; perplexity needs at least 2)")
+    s.add_argument("--sentences", type=_count(1), default=32, help="evaluation sentences (MiniLM)")
+    s.add_argument("--decode", type=_count(0), default=4, help="decode steps with the KV cache")
     s.add_argument("--calibration", help="scalers saved by `cimlut calibrate`")
     s.add_argument("--json", help="write the report here")
     s.add_argument("--out", default="out/run", help="folder for the PNG plots")
-    s.add_argument("--threads", type=int, help="torch threads (default: up to 2)")
+    s.add_argument("--threads", type=_count(1), help="torch threads (default: up to 2)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_run)
 
@@ -284,11 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     _hardware_args(s)
     s.add_argument("--save", help="where to write the scalers (default: "
                    "out/calibration/MODEL-ANALOG.json)")
-    s.add_argument("--tokens", type=int, default=512, help="evaluation tokens, before and after "
-                   "(MiniLM: tokens/32 sentences)")
-    s.add_argument("--calib-tokens", type=int, default=256, help="held-out calibration tokens")
-    s.add_argument("--passes", type=int, default=3)
-    s.add_argument("--threads", type=int)
+    s.add_argument("--tokens", type=_count(2), default=512, help="evaluation tokens, before and "
+                   "after (MiniLM: tokens/32 sentences)")
+    s.add_argument("--calib-tokens", type=_count(2), default=256,
+                   help="held-out calibration tokens")
+    s.add_argument("--passes", type=_count(1), default=3)
+    s.add_argument("--threads", type=_count(1))
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_calibrate)
     return p
@@ -296,18 +380,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .characterize.errors import SpiceError
-    from .characterize.spec import SpecError
-    from .models.calibrate import CalibrationError
-    from .models.config import ConfigError
-    from .models.convert import UnsupportedModelError
-    from .models.table import OutOfRangeError, TableError
+    from .errors import CimlutError
     try:
+        if getattr(args, "timeout", None) is not None:
+            from .characterize.sandbox import set_sim_timeout
+            set_sim_timeout(args.timeout)
         return args.fn(args)
-    except (SpiceError, SpecError, FileNotFoundError, RuntimeError, ConfigError, TableError,
-            OutOfRangeError, UnsupportedModelError, CalibrationError) as exc:
+    except CimlutError as exc:
         print(f"cimlut: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder that cannot be written, a disk that is full
+        print(f"cimlut: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cimlut: interrupted (finished work is kept: a table build resumes from its "
+              "cache)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

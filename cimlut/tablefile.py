@@ -19,6 +19,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .errors import FileFormatError
+
 SCHEMA_VERSION = 1
 STATUS = ("ok", "retried_ok", "no_convergence", "measure_failed", "error")
 
@@ -54,6 +56,34 @@ def from_interp_space(values, interp: str, floor: float = 0.0, xp=np):
     if interp == "asinh":
         return xp.sinh(values) * floor
     return values
+
+
+@contextmanager
+def open_h5(path: Path, what: str = "table file"):
+    """Open an HDF5 file to read; the one place that does. A missing, truncated, empty or
+    corrupt file, and an item a damaged file lacks, raise FileFormatError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"{path}: no such {what}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        size = path.stat().st_size
+        why = "empty (0 bytes)" if size == 0 else f"not a readable HDF5 file ({size} bytes)"
+        raise FileFormatError(f"{path}: the {what} is {why}: it was truncated or is not "
+                              f"what it should be ({_reason(exc)}); rebuild or restore it"
+                              ) from None
+    try:
+        with f:
+            yield f
+    except (KeyError, OSError, RuntimeError, TypeError) as exc:
+        raise FileFormatError(f"{path}: the {what} is damaged or incomplete "
+                              f"({_reason(exc)}); rebuild or restore it") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().strip('"')
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 @contextmanager
@@ -121,7 +151,7 @@ def _write_group(g: h5py.Group, t: TableData) -> None:
 def describe(path: Path) -> str:
     """Axes with units, quantities, status counts and provenance of a table file."""
     rows = [str(path)]
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         for k in ("schema_version", "cell", "cimlut_version", "ngspice_version", "created",
                   "netlist_sha256", "models_sha256", "spec_file"):
             if k in f.attrs:

@@ -162,14 +162,14 @@ def test_killed_build_resumes_and_the_old_table_stays_readable(tmp_path):
                                   "linspace = [0.3, 0.9, 25]").replace("[27, 85]", "[0, 27, 85]"))
     db = out / ".cache" / "gaincell_2t.sqlite"
     with sqlite3.connect(db) as c:
-        base = c.execute("SELECT COUNT(*) FROM points").fetchone()[0]  # the first build's
+        base = c.execute("SELECT COUNT(*) FROM points_v2").fetchone()[0]  # the first build's
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     deadline = time.time() + 120
     done = 0
     while time.time() < deadline and proc.poll() is None:
         with sqlite3.connect(db) as c:
-            done = c.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+            done = c.execute("SELECT COUNT(*) FROM points_v2").fetchone()[0]
         if done >= base + 32:
             break
         assert table.read_bytes() == old

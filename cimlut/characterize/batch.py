@@ -12,9 +12,10 @@ import tempfile
 from pathlib import Path
 
 from .deck import Deck
-from .errors import NgspiceCrash, SpiceError
+from .errors import NgspiceCrash, SimTimeout, SpiceError
 from .outcome import build_result, raise_for_messages
 from .rawfile import read_raw
+from .sandbox import TIMEOUT_ENV, sim_timeout
 from .result import SimResult
 
 
@@ -28,12 +29,13 @@ def ngspice_exe() -> str:
 
 @functools.lru_cache(maxsize=None)
 def ngspice_version() -> str:
-    out = subprocess.run([ngspice_exe(), "-v"], capture_output=True, text=True).stdout
+    out = subprocess.run([ngspice_exe(), "-n", "-v"], capture_output=True, text=True).stdout
     m = re.search(r"ngspice-(\S+)", out)
     return m.group(1) if m else "unknown"
 
 
 def run_batch(deck: Deck, timeout: float | None = None) -> SimResult:
+    limit = sim_timeout() if timeout is None else timeout
     with tempfile.TemporaryDirectory(prefix="cimlut-") as tmp:
         raw = Path(tmp) / "out.raw"
         cir = Path(tmp) / f"{deck.name}.cir"
@@ -42,10 +44,14 @@ def run_batch(deck: Deck, timeout: float | None = None) -> SimResult:
         cir.write_text("\n".join(deck.render(control)) + "\n")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         try:
-            proc = subprocess.run([ngspice_exe(), "-b", str(cir)], cwd=deck.path.parent,
-                                  capture_output=True, text=True, env=env, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise NgspiceCrash(str(deck.path), f"ngspice ran past {timeout} s and was killed") from exc
+            # -n: no .spiceinit (the sandbox module says why); Ctrl-C kills the child
+            proc = subprocess.run([ngspice_exe(), "-b", "-n", str(cir)], cwd=deck.path.parent,
+                                  capture_output=True, text=True, env=env, timeout=limit,
+                                  errors="replace")
+        except subprocess.TimeoutExpired:
+            raise SimTimeout(str(deck.path), f"ngspice ran past the {limit:g} s time limit and "
+                             f"was killed (raise it with --timeout or {TIMEOUT_ENV}=SECONDS)"
+                             ) from None
         lines = (proc.stdout + proc.stderr).splitlines()
         if proc.returncode < 0:
             raise NgspiceCrash(str(deck.path), "ngspice died on signal "

@@ -14,17 +14,16 @@ import math
 from functools import partial
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
 from ..circuits import CELLS
-from ..tablefile import from_interp_space, to_interp_space
+from ..tablefile import from_interp_space, open_h5, to_interp_space
 from .sweep import OK, RETRIED, _execute, run_chunk
 
 
 def _load(path: Path, table: str):
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         g = f[table]
         quantities = json.loads(g.attrs["quantities"])
         params = json.loads(g.attrs["param_axes"])
@@ -42,7 +41,7 @@ def _load(path: Path, table: str):
 
 
 def check_table(path: Path, table: str, points: int = 20, seed: int = 0, jobs: int = 2):
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         why = ("a procedure table" if f[table].attrs.get("procedure")
                else "a Monte Carlo table" if f[table].attrs.get("montecarlo") else "")
     if why:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import DeckParamError
+from .errors import DeckParamError, DeckRefused
 
 CORNERS = ("tt", "ff", "ss", "sf", "fs")
 
@@ -22,6 +22,11 @@ _INCLUDE = re.compile(r"^(\s*\.(?:include|inc|lib))\s+(\"[^\"]+\"|\S+)(.*)$", re
 _MEAS = re.compile(r"^\s*\.meas(?:ure)?\s+\w+\s+([A-Za-z_]\w*)", re.I)
 _TRAN = re.compile(r"^\s*\.tran\s+(.*)$", re.I)
 _DC = re.compile(r"^\s*\.dc\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)(.*)$", re.I)
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_WORD = re.compile(r"[A-Za-z_][\w.]*")  # an option value such as gear or trap
+# lines that make ngspice run commands: a .control/.exec block, or a file that is a script
+_COMMANDS = re.compile(r"^\s*\.(control|endc|exec)\b", re.I)
+_SCRIPT = re.compile(r"^\s*\*\s*ng_script", re.I)
 _UNIT = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3,
          "meg": 1e6, "g": 1e9, "t": 1e12}
 
@@ -33,6 +38,87 @@ def spice_number(text: str) -> float:
     if not m:
         raise ValueError(f"not a SPICE number: {text!r}")
     return float(m.group(1)) * _UNIT.get(m.group(2) or "", 1.0)
+
+
+def read_deck_text(path: Path) -> str:
+    """A netlist file as text. Binary files are refused; bytes that are not UTF-8 are read as
+    latin-1, as ngspice reads them (a comment with a latin-1 'µ')."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DeckRefused(str(path), f"cannot read the file: {exc.strerror or exc}") from None
+    if b"\0" in data:
+        raise DeckRefused(str(path), "is a binary file, not a SPICE netlist")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+@functools.lru_cache(maxsize=256)
+def _command_lines(path: Path, mtime_ns: int, size: int) -> tuple[tuple[int, str], ...]:
+    lines = read_deck_text(path).splitlines()
+    found = [(i, ln) for i, ln in enumerate(lines, 1) if _COMMANDS.match(ln)]
+    if lines and _SCRIPT.match(lines[0]):
+        found.insert(0, (1, lines[0]))
+    return tuple(found)
+
+
+def _include_targets(path: Path, lines: list[str]) -> list[Path]:
+    out = []
+    for line in lines:
+        m = _INCLUDE.match(line)
+        if m:
+            target = Path(m.group(2).strip('"'))
+            out.append(target if target.is_absolute() else (path.parent / target))
+    return out
+
+
+def check_pulled_in(path: Path) -> list[Path]:
+    """Every file the deck at `path` pulls in (.include/.inc/.lib, recursively), each checked
+    to hold no ngspice commands: a cell or model file is data, and data never runs code.
+    A `.control`/`.exec` block or an `*ng_script` header there raises DeckRefused naming the
+    file and line. Returns the files (missing ones are left for ngspice to report)."""
+    seen, todo = [], _include_targets(path, read_deck_text(path).splitlines())
+    while todo:
+        f = todo.pop().resolve()
+        if f in seen or not f.is_file():
+            continue
+        seen.append(f)
+        st = f.stat()
+        bad = _command_lines(f, st.st_mtime_ns, st.st_size)
+        if bad:
+            no, line = bad[0]
+            raise DeckRefused(str(path), f"{f}, line {no} ({line.strip()!r}), pulled in by the "
+                              f"deck, holds ngspice commands: cimlut runs no commands from the "
+                              f"files a deck includes (data never runs code); remove the block")
+        todo += _include_targets(f, read_deck_text(f).splitlines())
+    return seen
+
+
+def _check_value(deck: Path, kind: str, name: str, value) -> None:
+    """Parameter and option values reach ngspice as text: only numbers and plain words, so
+    that no value can carry a line break or a command into the deck."""
+    if not _NAME.fullmatch(str(name)):
+        raise DeckParamError(str(deck), f"{kind} name {name!r} is not a SPICE identifier")
+    if isinstance(value, bool):
+        raise DeckParamError(str(deck), f"{kind} {name} = {value!r}: expected a number")
+    if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise DeckParamError(str(deck), f"{kind} {name} = {value!r}: not a finite number")
+        return
+    text = str(value)
+    try:
+        spice_number(text)
+        return
+    except ValueError:
+        pass
+    if kind == "option" and _WORD.fullmatch(text):
+        return
+    raise DeckParamError(str(deck), f"{kind} {name} = {text!r}: expected a number "
+                         f"(SPICE suffixes such as 1f, 2.5meg allowed)"
+                         + (" or a plain word" if kind == "option" else ""))
 
 
 def sha256_file(path: Path) -> str:
@@ -66,7 +152,13 @@ class Deck:
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path).resolve())
         if not self.path.is_file():
-            raise FileNotFoundError(f"deck not found: {self.path}")
+            raise DeckRefused(str(self.path), "no such deck file")
+        for name, value in self.params.items():
+            _check_value(self.path, ".param", name, value)
+        for name, value in self.options.items():
+            _check_value(self.path, "option", name, value)
+        if self.temp is not None:
+            _check_value(self.path, "temperature", "temp", self.temp)
 
     @property
     def name(self) -> str:
@@ -80,7 +172,7 @@ class Deck:
         return replace(self, **merged)
 
     def source_lines(self) -> list[str]:
-        return self.path.read_text().splitlines()
+        return read_deck_text(self.path).splitlines()
 
     def default_params(self) -> dict[str, str]:
         """The top-level `.param name=value` lines of the file, as written."""
@@ -131,8 +223,11 @@ class Deck:
 
     def render(self, control: list[str]) -> list[str]:
         """The deck text to hand to ngspice: same line numbers as the file, edits applied,
-        includes made absolute, the file's own `.control` block replaced by `control`."""
+        includes made absolute (and quoted: a folder may hold spaces), the file's own
+        `.control` block replaced by `control`. Every file it pulls in is checked to hold no
+        ngspice commands (`check_pulled_in`)."""
         lines = self.source_lines()
+        check_pulled_in(self.path)
         known = self.default_params()
         unknown = sorted(set(p.lower() for p in self.params) - set(known))
         if unknown:
@@ -140,9 +235,12 @@ class Deck:
                                  f"in the deck (it has: {', '.join(sorted(known))})")
         wanted = {k.lower(): v for k, v in self.params.items()}
         out, in_control, corner_set, analysis_seen = [], False, False, False
-        for line in lines:
+        for i, line in enumerate(lines):
             low = line.strip().lower()
-            if low.startswith(".control"):
+            if i == 0 and _SCRIPT.match(line):
+                out.append("* title (an *ng_script header would make the deck a script)")
+                continue
+            if low.startswith((".control", ".exec")):
                 in_control = True
             if in_control:
                 out.append("*")
@@ -167,7 +265,7 @@ class Deck:
                     corner_set = True
                 if not Path(target).is_absolute():
                     target = str((self.path.parent / target).absolute())
-                line = f"{m.group(1)} {target}{rest}"
+                line = f'{m.group(1)} "{target}"{rest}'
             if self.step_scale != 1.0:
                 line, hit = _scale_analysis(line, self.step_scale)
                 analysis_seen |= hit

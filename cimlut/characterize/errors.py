@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import CimlutError
 
-class SpiceError(RuntimeError):
+
+class SpiceError(CimlutError, RuntimeError):
     """Base of every failure of an ngspice run."""
 
     def __init__(self, deck: str, message: str, log: str = ""):
@@ -35,6 +37,15 @@ class DeckError(SpiceError):
         super().__init__(deck, f"ngspice rejected the deck{where}: {message}", log)
 
 
+class DeckRefused(DeckError):
+    """cimlut will not hand this deck to ngspice: a binary file, or a file it pulls in that
+    holds ngspice commands (data never runs code)."""
+
+    def __init__(self, deck: str, message: str, log: str = ""):
+        self.line_no, self.line = None, None
+        SpiceError.__init__(self, deck, message, log)
+
+
 class DeckParamError(SpiceError):
     """A parameter, corner or option asked of a deck that the deck does not have."""
 
@@ -45,3 +56,7 @@ class ConvergenceError(SpiceError):
 
 class NgspiceCrash(SpiceError):
     """The process running ngspice died (signal or abnormal exit)."""
+
+
+class SimTimeout(SpiceError):
+    """A run went past its time limit and was stopped."""

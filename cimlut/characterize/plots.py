@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
+from ..tablefile import open_h5
 import numpy as np
 
 
@@ -25,7 +25,7 @@ def plot_tables(path: Path, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         cell = f.attrs.get("cell", Path(path).stem)
         for tname, g in f.items():
             params = json.loads(g.attrs["param_axes"])

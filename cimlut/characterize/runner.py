@@ -20,11 +20,12 @@ def run(deck: Deck | str | Path, backend: str = "shared", timeout: float | None 
         **edits) -> SimResult:
     """Simulate one deck. `shared` runs ngspice inside this process (fast; a crash of
     ngspice takes the process with it, so sweeps use `workers`); `subprocess` starts
-    `ngspice -b` and reads its binary rawfile."""
+    `ngspice -b` and reads its binary rawfile. Either stops past `timeout` seconds
+    (default: `sandbox.sim_timeout()`) with SimTimeout."""
     d = as_deck(deck, **edits)
     if backend == "shared":
         from .shared import run_shared
-        return run_shared(d)
+        return run_shared(d, timeout=timeout)
     if backend == "subprocess":
         return run_batch(d, timeout=timeout)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

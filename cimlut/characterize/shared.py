@@ -13,11 +13,13 @@ import locale
 from pathlib import Path
 import logging
 import os
+import time
 
 import numpy as np
 
-from .deck import Deck
-from .errors import SpiceError
+from .deck import Deck, spice_number
+from .errors import SimTimeout, SpiceError
+from .sandbox import TIMEOUT_ENV, no_init_files, restore_sigint, sim_timeout
 from .outcome import SCALE_NAMES, build_result, raise_for_messages
 from .result import SimResult
 
@@ -68,6 +70,12 @@ def _make_class():
             self._stdout.append(f"ngspice exit request status={exit_status}")
             return exit_status
 
+        @staticmethod
+        def _background_thread_running(not_running, ngspice_id, user_data):
+            # ngspice calls this with True when its background thread has ended
+            ffi.from_handle(user_data)._bg_done = bool(not_running)
+            return 0
+
         def command(self, text: str) -> list[str]:
             self._stdout = []
             self._ngspice_shared.ngSpice_Command(text.encode("ascii"))
@@ -103,10 +111,14 @@ def _make_class():
 
 
 def ngspice():
-    """This process's ngspice, started on first use with one thread."""
+    """This process's ngspice, started on first use with one thread and without init files:
+    the library reads `.spiceinit` from the working folder and from $HOME when it starts,
+    and a file there is code, so it starts in an empty folder with $HOME pointed there."""
     global _instance
     if _instance is None:
-        _instance = _make_class().new_instance()
+        with no_init_files():
+            _instance = _make_class().new_instance()
+        restore_sigint()
         _instance.command("set num_threads=1")
         _instance.command("set ng_nomodcheck")  # no bsim4v5.out model-check files in the cwd
     return _instance
@@ -121,7 +133,10 @@ def _detach() -> None:
         type(_instance)._instances.clear()
         NgSpiceShared._instances.clear()
         _instance = None
-_loads = 0  # counts circuit loads: a Session whose load is no longer the latest reloads
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) else spice_number(str(value))
 
 
 def ngspice_version() -> str:
@@ -134,12 +149,45 @@ def _load(deck: Deck):
     return ngspice().circuit(deck.render([]))
 
 
-def run_shared(deck: Deck) -> SimResult:
+def _run(deck: Deck, timeout: float | None) -> list[str]:
+    """`run` in ngspice's background thread, watched from here: past `timeout` seconds, or on
+    Ctrl-C, the run is halted (`bg_halt`) and SimTimeout or KeyboardInterrupt raised. (A run
+    in the calling thread cannot be stopped: Python's signal handlers only get to run in
+    ngspice's output callbacks, where an exception is swallowed.)"""
+    ng = ngspice()
+    limit = sim_timeout() if timeout is None else timeout
+    ng._bg_done = False
+    lines = ng.command("bg_run")
+    t0 = time.monotonic()
+    try:
+        pause = 1e-4
+        while not ng._bg_done:
+            if time.monotonic() - t0 > limit:
+                _halt(ng)
+                raise SimTimeout(str(deck.path), f"ngspice ran past the {limit:g} s time limit "
+                                 f"and was stopped (raise it with --timeout or "
+                                 f"{TIMEOUT_ENV}=SECONDS)")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+    except KeyboardInterrupt:
+        _halt(ng)
+        raise
+    return lines + ng._stdout
+
+
+def _halt(ng) -> None:
+    ng._ngspice_shared.ngSpice_Command(b"bg_halt")
+    t0 = time.monotonic()
+    while not ng._bg_done and time.monotonic() - t0 < 10:
+        time.sleep(0.005)
+
+
+def run_shared(deck: Deck, timeout: float | None = None) -> SimResult:
     ng = ngspice()
     rc, lines = _load(deck)
     try:
         if rc == 0 and not any("cannot recover" in ln for ln in lines):
-            lines += ng.command("run")
+            lines += _run(deck, timeout)
         plot = ng.current_plot()
         columns = ng.vectors(plot) if plot.lower() != "const" else []
         produced = any(len(v) > 0 for _, _, v in columns)
@@ -178,22 +226,28 @@ class Session:
                 _detach()
         self.alive = True
 
-    def run(self, params: dict[str, float], temp: float | None = None) -> SimResult:
+    def run(self, params: dict[str, float], temp: float | None = None,
+            timeout: float | None = None) -> SimResult:
         unknown = sorted(set(params) - self.known)
         if unknown:
             from .errors import DeckParamError
             raise DeckParamError(str(self.deck.path), f"no top-level .param {', '.join(unknown)}")
         if not self.alive or self.generation != _loads:
             self._load()  # another run replaced this session's circuit
+        point = self.deck.with_(params=params, temp=temp)  # checks every value is a number
         ng = ngspice()
         lines = []
         for name, value in params.items():
-            lines += ng.command(f"alterparam {name}={float(value)!r}")
+            lines += ng.command(f"alterparam {name}={_number(value)!r}")
         lines += ng.command("reset")
         if temp is not None and temp != self.deck.temp:  # reset restores the deck's .temp
             lines += ng.command(f"option temp={float(temp)!r}")
-        lines += ng.command("run")
-        point = self.deck.with_(params=params, temp=temp)
+        try:
+            lines += _run(point, timeout)
+        except (SimTimeout, KeyboardInterrupt):
+            self.alive = False
+            ng.command("destroy all")
+            raise
         try:
             plot = ng.current_plot()
             columns = ng.vectors(plot) if plot.lower() != "const" else []

@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from ..circuits import CELLS
+from ..errors import CimlutError
 from .deck import CORNERS, spice_number
 
 
-class SpecError(ValueError):
+class SpecError(CimlutError, ValueError):
     def __init__(self, path: Path, key: str, message: str):
         self.path, self.key = Path(path), key
         super().__init__(f"{path}: [{key}] {message}")

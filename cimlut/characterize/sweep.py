@@ -29,7 +29,7 @@ from ..tablefile import STATUS, TableData, write_tables
 from .cache import PointCache
 from .deck import Deck, models_hash
 from .errors import DeckError, DeckParamError, SpiceError
-from .spec import CellSpec, TableSpec
+from .spec import CellSpec, SpecError, TableSpec
 
 OK, RETRIED, NO_CONV, MEAS_FAILED, ERROR = range(len(STATUS))
 ROBUST = {"method": "gear", "itl1": 500, "itl4": 100, "gminsteps": 100, "srcsteps": 100}
@@ -169,6 +169,28 @@ def _points(t: TableSpec, deck: Deck):
             yield (ci, *idx), corner, temp, params, h.hexdigest()
 
 
+MAX_POINTS = 200_000
+# Measured: the shipped specs (all three cells) run at about this many seconds per point on
+# one worker of a 2-core machine, the sky130 parse per corner included.
+SECONDS_PER_POINT = 0.02
+
+
+def check_size(spec: CellSpec, max_points: int | None = None, jobs: int = 1) -> int:
+    """Refuse a spec whose grid is larger than `max_points` (default MAX_POINTS) before any
+    point is hashed, with the count and a time estimate; return the count."""
+    limit = MAX_POINTS if max_points is None else max_points
+    sizes = {t.name: math.prod(t.outer_shape) for t in spec.tables}
+    total = sum(sizes.values())
+    if total > limit:
+        hours = total * SECONDS_PER_POINT / max(jobs, 1) / 3600
+        parts = ", ".join(f"{n} {c:,}" for n, c in sizes.items())
+        raise SpecError(spec.path, "tables", f"{total:,} points ({parts}): about {hours:,.1f} h "
+                        f"on {jobs} worker(s) at {SECONDS_PER_POINT * 1e3:g} ms per point; "
+                        f"more than --max-points {limit:,}. Coarsen the grid, or raise "
+                        f"--max-points to build it")
+    return total
+
+
 def build(spec: CellSpec, out_dir: Path, jobs: int = 2, executor: str = "local",
           scheduler: str | None = None, progress: bool = True, log=print,
           chunk: int = CHUNK) -> tuple[Path, BuildSummary]:
@@ -303,4 +325,5 @@ def _provenance(spec: CellSpec, version: str) -> dict:
             "models_sha256": models_hash(cell.path.parent), "ngspice_version": version,
             "options": json.dumps({"num_threads": 1, "retry_options": ROBUST}),
             "spec": spec.text, "spec_file": spec.path.name, "cimlut_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat()}
+            "created": datetime.now(timezone.utc).isoformat(),
+            **(cell.levels.attrs() if cell.levels else {})}

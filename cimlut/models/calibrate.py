@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..errors import CimlutError
 
 
 
-class CalibrationError(ValueError):
+class CalibrationError(CimlutError, ValueError):
     """A calibration file that does not fit the converted model, or nothing to calibrate."""
 
 

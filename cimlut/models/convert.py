@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import CimlutError
 from .config import HardwareConfig
 from .ledger import Ledger
 
@@ -33,7 +34,7 @@ ARCHITECTURES = {
 }
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(CimlutError, ValueError):
     """A model architecture the converter does not know."""
 
 

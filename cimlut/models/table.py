@@ -18,16 +18,17 @@ import h5py
 import numpy as np
 import torch
 
-from ..tablefile import SCHEMA_VERSION, from_interp_space, to_interp_space
+from ..errors import CimlutError
+from ..tablefile import SCHEMA_VERSION, from_interp_space, open_h5, to_interp_space
 
 POLICIES = ("clamp", "raise")
 
 
-class TableError(ValueError):
+class TableError(CimlutError, ValueError):
     """A table file that is missing, of another schema version, or lacks an expected item."""
 
 
-class OutOfRangeError(ValueError):
+class OutOfRangeError(CimlutError, ValueError):
     """A query outside a table axis under the `raise` policy."""
 
 
@@ -106,7 +107,7 @@ class Table:
         where = f"{path}:{group}"
         if not path.is_file():
             raise TableError(f"{path}: no such table file (build it with `cimlut tables build`)")
-        with h5py.File(path, "r") as f:
+        with open_h5(path) as f:
             version = f.attrs.get("schema_version")
             if version is None or int(version) != SCHEMA_VERSION:
                 raise TableError(f"{path}: schema version {version if version is None else int(version)}, this cimlut reads "

