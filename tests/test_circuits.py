@@ -15,8 +15,9 @@ from cimlut.circuits import testbenches as all_testbenches
 TBS = all_testbenches()
 
 
-def test_three_cells_declared():
-    assert set(CELLS) == {"rram_1t1r", "gaincell_2t", "charge_to_pulse"}
+def test_cells_declared():
+    assert set(CELLS) == {"rram_1t1r", "gaincell_2t", "gaincell_pp", "charge_to_pulse"}
+    assert {n for n, c in CELLS.items() if c.levels} == {"gaincell_2t", "gaincell_pp"}
     for cell in CELLS.values():
         assert cell.path.is_file() and cell.ports and cell.params and cell.testbenches
         assert f".subckt {cell.subckt}" in cell.path.read_text().lower()

@@ -88,7 +88,7 @@ def test_hardsigmoid_norm_rows_are_convex_combinations():
         # value wherever any weight is non-zero (with the 2T cell too: same cells, same leak);
         # the tile output ADCs' full scale observed on these values (not clipped): value and
         # norm columns then hold the same charges and give the same codes
-        off = m.config.kv_offset / m.config.kv_vwrite_max
+        off = m.arrays.offset
         top = ((1 - off) / m.v_scale).view(1, -1, 1, 1)
         m.observe(True)
         y = m(q, k, top.expand_as(v), pos, pos)

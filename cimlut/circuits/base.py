@@ -70,6 +70,36 @@ class Testbench:
         return d.with_(**edits) if edits else d
 
 
+SIGNED_PRODUCTS = ("reference_column", "push_pull")
+
+
+@dataclass(frozen=True)
+class StorageLevels:
+    """How a storage cell holds a signed value: its write range, the mid-level that means
+    zero and how the sign reaches the readout (`reference_column`: every column has a twin of
+    cells at the mid-level and the product is Q(v) - Q(mid); `push_pull`: the cell's own
+    column charge is signed about the mid-level). Written into the cell's table file as
+    attributes (`attrs`), from which the simulator reads them."""
+    vwrite_lo: float      # V, lowest write bit-line voltage
+    vwrite_hi: float      # V, highest write bit-line voltage
+    vmid: float           # V, the write voltage that stands for zero
+    signed_product: str   # one of SIGNED_PRODUCTS
+    doc: str = ""
+
+    def __post_init__(self):
+        if self.signed_product not in SIGNED_PRODUCTS:
+            raise ValueError(f"signed_product {self.signed_product!r}: expected one of "
+                             f"{', '.join(SIGNED_PRODUCTS)}")
+        if not self.vwrite_lo < self.vmid < self.vwrite_hi:
+            raise ValueError(f"levels: need vwrite_lo < vmid < vwrite_hi, got "
+                             f"{self.vwrite_lo}, {self.vmid}, {self.vwrite_hi} V")
+
+    def attrs(self) -> dict:
+        return {"kv_vwrite_lo": self.vwrite_lo, "kv_vwrite_hi": self.vwrite_hi,
+                "kv_vmid": self.vmid, "kv_units": "V", "signed_product": self.signed_product,
+                "kv_levels_doc": self.doc}
+
+
 @dataclass(frozen=True)
 class Cell:
     name: str
@@ -80,6 +110,8 @@ class Cell:
     ports: tuple[Port, ...]
     params: tuple[Param, ...]
     testbenches: tuple[Testbench, ...] = field(default=())
+    levels: StorageLevels | None = None
+    """For a storage cell (K/V): its write range, mid-level and signed-product convention."""
 
     @property
     def path(self) -> Path:

@@ -2,7 +2,7 @@
 (Leroux et al. 2024/25, arXiv 2409.19315). Signed products use a reference column at
 VDD/2 = 0.45 V: Q(v_sn) - Q(0.45 V), each integrated by its own readout."""
 
-from .base import Cell, Measure, Param, Port, Signal, Testbench
+from .base import Cell, Measure, Param, Port, Signal, StorageLevels, Testbench
 
 CELL = "gaincell_2t"
 
@@ -66,4 +66,6 @@ GAINCELL = Cell(
            Port("sn", "storage node")),
     params=DEVICE,
     testbenches=TESTBENCHES,
+    levels=StorageLevels(0.0, 0.9, 0.45, "reference_column",
+                         "Leroux et al.: K/V written in 0-0.9 V, offset VDD/2 = 0.45 V"),
 )

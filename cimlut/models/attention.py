@@ -3,8 +3,9 @@ replaced by charge sums in gain-cell arrays and a charge-to-pulse HardSigmoid, w
 device behaviour read from the tables; plus the digital references it is judged against.
 
 Data path per head: q -> pulse widths (q_levels, two phases if signed); k, v -> write
-levels (kv_levels in [0, kv_vwrite_max]) stored in gain cells that leak with token age;
-S_ij = sum_d Q(k cell, q pulse) - Q(reference cell, q pulse); phi = charge-to-pulse(s_gain S);
+levels (kv_levels over the K/V cell's write range) stored in gain cells that leak with token age;
+S_ij = sum_d Q(k cell, q pulse) - Q(reference cell, q pulse) (no reference for a push-pull
+cell: its charge is signed about its mid-level); phi = charge-to-pulse(s_gain S);
 out = sum over 64-token tiles of quantized (sum_j Q(v cell, phi) - Q(reference, phi)).
 """
 
@@ -67,11 +68,11 @@ class GainCellAttention(nn.Module):
     pure function of its inputs and the scaler buffers, so decoding with a KV cache gives
     the full-sequence result (unless observing). Scalers (per head): x_hat = x_scale x +
     x_bias maps q to pulse widths in [-1, 1] x t_max (or [0, 1] if not q_signed), k and v
-    to write voltages in [0, 1] x kv_vwrite_max; s_gain is the charge into the
+    to write levels in [0, 1] of the cell's write range; s_gain is the charge into the
     charge-to-pulse per unit column charge (a current-mirror ratio); out_fs the per-tile
     full-scale charge; out = out_scale x (sum of tile codes) + out_bias. Defaults, from
     range observation (`observe`; else the first batch): q to the full pulse range, k and v
-    symmetric about kv_offset over the write range, s_gain so that the largest score just
+    symmetric about the cell's mid-level over the write range, s_gain so that the largest score just
     saturates the converter, out_fs the adc_range_percentile of |tile output| (the largest
     would leave typical outputs below half a step: the products are exponential in k), out_scale/out_bias matching
     the softmax output's per-head mean/std. Inference only (no gradients). While
@@ -96,7 +97,7 @@ class GainCellAttention(nn.Module):
         if differ:
             raise ValueError(f"{name or type(self).__name__}: the GainCellArrays were built for "
                              f"another {', '.join(differ)}")
-        off = config.kv_offset / config.kv_vwrite_max
+        off = self.arrays.offset
         for nm, n, val in (("q_scale", n_heads, 1.0), ("q_bias", n_heads, 0.0),
                            ("k_scale", n_kv_heads, 1.0), ("k_bias", n_kv_heads, off),
                            ("v_scale", n_kv_heads, 1.0), ("v_bias", n_kv_heads, off),
@@ -142,7 +143,7 @@ class GainCellAttention(nn.Module):
         return self._affine(q, self.q_scale, self.q_bias).clamp(lo, 1)
 
     def _normalized_kv(self, k, v):
-        """k_hat, v_hat in [0, 1] of kv_vwrite_max."""
+        """k_hat, v_hat in [0, 1] of the cell's write range."""
         return (self._affine(k, self.k_scale, self.k_bias).clamp(0, 1),
                 self._affine(v, self.v_scale, self.v_bias).clamp(0, 1))
 
@@ -152,7 +153,7 @@ class GainCellAttention(nn.Module):
     def _unit(self) -> float:
         """fC of column charge per unit q_hat (k_hat - offset) with ideal (linear) cells."""
         cfg, ar = self.config, self.arrays
-        return ar.g_lin * cfg.kv_vwrite_max * ar.t_max
+        return ar.g_lin * ar.v_span * ar.t_max
 
     def _logit_per_fc(self) -> torch.Tensor:
         """Per query head: the logit q.k / sqrt(D) per fC of column charge (ideal cells)."""
@@ -163,7 +164,7 @@ class GainCellAttention(nn.Module):
         """out_scale, out_bias that map a normalised readout back to v's units with ideal
         cells (softmax, hardsigmoid_norm); None for hardsigmoid (matched to the reference)."""
         cfg = self.config
-        off = cfg.kv_offset / cfg.kv_vwrite_max
+        off = self.arrays.offset
         vs = _expand(self.v_scale.view(1, -1), self.H).flatten()
         vb = _expand(self.v_bias.view(1, -1), self.H).flatten()
         if self.readout.name == "softmax":
@@ -188,7 +189,7 @@ class GainCellAttention(nn.Module):
             dq = lambda x, sc, b: (x - sh(b)) / sh(sc)
             return softmax_attention(dq(qh, self.q_scale, self.q_bias), dq(kh, self.k_scale, self.k_bias),
                                      dq(vh, self.v_scale, self.v_bias), q_pos, k_pos, **kw)
-        off = cfg.kv_offset / cfg.kv_vwrite_max
+        off = self.arrays.offset
         unit = self._unit()
         s_sat = self.arrays.q_sat / (self.s_gain * unit)
         y = hardsigmoid_attention(qh, kh - off, vh - off, q_pos, k_pos, s_sat=s_sat, **kw)
@@ -240,7 +241,7 @@ class GainCellAttention(nn.Module):
         if cfg.ideal:
             if cfg.ideal_levels:
                 kh, vh = ((x * (ar.Lkv - 1)).round() / (ar.Lkv - 1) for x in (kh, vh))
-            unit_v = lambda x: ar.g_lin * (x * cfg.kv_vwrite_max - cfg.kv_offset)
+            unit_v = lambda x: ar.g_lin * (x - ar.offset) * ar.v_span
             pk = unit_v(kh).view(BK, T, D).transpose(-1, -2).unsqueeze(0)
             cols = [unit_v(vh).view(BK, T, 1, D), kh.new_zeros(BK, T, 1, 1)]
             if X:                                    # constant cells at the top write level
@@ -429,7 +430,7 @@ class GainCellAttention(nn.Module):
                     h = [t.index_select(0, ix).view(tshape) for t in hv]
                     fl = fl_soft.index_select(0, ix).view(tshape)
                     flm = torch.matmul(fl.reshape(BK, nt, g, qc * n), tm)
-                    e["pv"] += float(flm.sum()) * (D + 1)
+                    e["pv"] += float(flm.sum()) * (D + ar.v_twins)
             elif ideal:
                 h = [tiled(S5.mul_(phi_scale).clamp_(0, 1).mul_(ar.t_max))]
                 if stats:
@@ -453,7 +454,7 @@ class GainCellAttention(nn.Module):
                     h = [t.index_select(0, ix).view(tshape) for t in hv]
                     fl = ar.ev_floor_table.index_select(0, ix).view(tshape)
                 flm = torch.matmul(fl.reshape(BK, nt, g, qc * n), tm)   # (BK, nt, g, 1)
-                e["pv"] += float(flm.sum()) * (D + 1 + rd.extra_columns)
+                e["pv"] += float(flm.sum()) * (D + ar.v_twins + rd.extra_columns)
                 if ar.econv_const is None:
                     ec = ar.econv_table.index_select(0, ix).view(BK, nt, g, qc * n)
                     e["c2p"] += float(torch.matmul(ec, tm).sum())
@@ -577,7 +578,7 @@ class GainCellAttention(nn.Module):
     def _observe_batch(self, q, k, v, q_pos, k_pos) -> None:
         """Default scalers from this batch and the running maxima (see the class docstring)."""
         cfg = self.config
-        off = cfg.kv_offset / cfg.kv_vwrite_max
+        off = self.arrays.offset
         half_range = min(off, 1 - off)
         amax = lambda x, rng: rng.copy_(torch.maximum(rng, x.float().abs().amax((0, 2, 3)))).clamp(min=1e-12)
         self.q_scale.copy_(1.0 / amax(q, self.q_range))
@@ -742,25 +743,25 @@ class GainCellAttention(nn.Module):
             v0 = dev.stored(ar.vw_levels[_expand(b, H)])[:, :, None]
             return dev.decayed(v0, secs[None, None, :, :, None]) if cfg.decay else v0.expand(B, H, Tq, Tk, D)
 
-        vref0 = dev.stored(cfg.kv_offset)
+        vref0 = dev.stored(ar.v_mid)
         vref = dev.decayed(vref0, secs) if cfg.decay else vref0.expand(Tq, Tk)
         vref = vref[None, None, :, :, None]
         tq = t[:, :, :, None, :]
         Vk = stored(bk)
-        cells = dev.charge(Vk, tq.abs()) - dev.charge(vref, tq.abs())
+        cells = dev.charge(Vk, tq.abs()) - dev.ref_charge(vref, tq.abs())
         m = valid[None, None, :, :]
         S = ((torch.sign(tq) * cells).sum(-1) / FC) * m
         res = {"S": S, "bk": bk, "bv": bv}
         if scores_only:
             return res
-        e_qk = ((dev.read_energy(Vk, tq.abs()) + dev.read_energy(vref, tq.abs())).sum(-1) * m).sum()
+        e_qk = ((dev.read_energy(Vk, tq.abs()) + dev.ref_read_energy(vref, tq.abs())).sum(-1) * m).sum()
         qin = self.s_gain.double().view(1, H, 1, 1) * S * FC
         phi = dev.pulse(qin) * m
         Vv = stored(bv)
-        contrib = (dev.charge(Vv, phi[..., None]) - dev.charge(vref, phi[..., None])) / FC
+        contrib = (dev.charge(Vv, phi[..., None]) - dev.ref_charge(vref, phi[..., None])) / FC
         contrib = contrib * m[..., None]
         e_pv = ((dev.read_energy(Vv, phi[..., None]).sum(-1)
-                 + dev.read_energy(vref[..., 0], phi)) * m).sum()
+                 + dev.ref_read_energy(vref[..., 0], phi)) * m).sum()
         tile = torch.remainder(k_pos, cfg.window) // cfg.subtile
         G = int(tile.max()) + 1
         part = torch.zeros(B, H, Tq, G, D, dtype=torch.float64).index_add_(3, tile, contrib)

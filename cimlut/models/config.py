@@ -48,7 +48,7 @@ class HardwareConfig:
     # operating point and tables
     corner: str = _f("tt", "", "process corner of every table", ("tt", "ff", "ss", "sf", "fs"))
     temperature: float = _f(27.0, "degC", "operating temperature (tables span 0-85 C)", range=(-40.0, 125.0))
-    tables_dir: str = _f("", "", "folder of rram_1t1r.h5, gaincell_2t.h5, charge_to_pulse.h5; '' = shipped")
+    tables_dir: str = _f("", "", "folder of rram_1t1r.h5, <kv_cell>.h5, <readout_cell>.h5; '' = shipped")
     out_of_range: str = _f("clamp", "", "table queries outside an axis: clamp and count, or raise",
                            ("clamp", "raise"))
     seed: int = _f(0, "", "seed of every sampled device spread", range=(0, 2**63 - 1))
@@ -98,8 +98,13 @@ class HardwareConfig:
     q_signed: bool = _f(True, "", "two phases (positive, then negative part with the columns "
                         "swapped) give signed Q; Leroux uses Q in [0,1] only")
     kv_levels: int = _f(8, "", "Leroux et al.: stored K/V 8 levels in 0-0.9 V", range=(2, 1 << 16))
-    kv_vwrite_max: float = _f(0.9, "V", "Leroux et al.: K/V written in 0-0.9 V", range=(0.0, 1.8))
-    kv_offset: float = _f(0.45, "V", "Leroux et al.: offset VDD/2 = 0.45 V (reference column)", range=(0.0, 1.8))
+    kv_cell: str = _f("gaincell_2t", "", "the K/V gain cell: its tables <kv_cell>.h5 (groups write, "
+                      "retention, read) give the write range, mid-level and signed-product "
+                      "convention (attributes); gaincell_pp: linear push-pull cell, 0.45-1.35 V "
+                      "about 0.9 V; gaincell_2t: Leroux et al.'s 2T cell, 0-0.9 V about 0.45 V "
+                      "with a reference column (subthreshold read: exponential)")
+    readout_cell: str = _f("charge_to_pulse", "", "the column readout circuit: its table "
+                           "<readout_cell>.h5, group transfer (qin -> tpulse, econv)")
     out_levels: int = _f(32, "", "Leroux et al.: output 32 levels in [-1,1] per 64-token tile", range=(2, 1 << 16))
     t_max: float = _f(15e-9, "s", "Leroux et al.: HardSigmoid saturation T_max = 15 ns", range=(1e-12, 1e-3))
     token_period: float = _f(65e-9, "s", "Leroux et al.: 65 ns latency per token", range=(1e-12, 1.0))

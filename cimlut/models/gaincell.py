@@ -1,8 +1,13 @@
 """Gain-cell K/V storage and charge-to-pulse readout as device models read from the tables.
 
 `GainCellDevice` answers per-element questions (stored voltage after a write, decay with
-time, read charge and energy for a pulse, pulse width for a charge) from
-`gaincell_2t.h5` and `charge_to_pulse.h5` at the config's corner and temperature.
+time, read charge and energy for a pulse, pulse width for a charge) from the tables of the
+K/V cell the config names (`kv_cell`: `<kv_cell>.h5`, e.g. gaincell_pp or gaincell_2t) and of
+its readout circuit (`readout_cell`: `charge_to_pulse.h5`) at the config's corner and
+temperature. The cell's levels (write range, the mid-level that stands for zero) and its
+signed-product convention come from the table file's attributes (`CellLevels`), so a
+designer's cell characterized with a spec like netlists/gaincell_pp/tables.toml runs without
+code changes.
 `GainCellArrays` precomputes, once per config, low-rank factors of the read charge and
 energy over (input level or pulse width) x (write level) x (token age), so that attention
 runs as a few matmuls instead of one table lookup per (query, key, dim) product.
@@ -13,12 +18,14 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .config import HardwareConfig
-from .table import Table
+from .table import Table, TableError
 
 FC, NS, FJ = 1e-15, 1e-9, 1e-15
 
@@ -27,21 +34,101 @@ def _f64(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
+SIGNED_PRODUCTS = ("reference_column", "push_pull")
+
+# what the simulator reads from a K/V cell's table file: group -> (axes, quantities), units
+KV_TABLES = {
+    "write": ({"vwrite": "V"}, {"vstored": "V", "ewrite": "J"}),
+    "retention": ({"vinit": "V", "time": "s"}, {"v_sn": "V"}),
+    "read": ({"vstore": "V", "tpw": "s"}, {"qread": "C", "eread": "J"}),
+}
+READOUT_TABLES = {"transfer": ({"qin": "C"}, {"tpulse": "s", "econv": "J"})}
+LEVEL_ATTRS = ("kv_vwrite_lo", "kv_vwrite_hi", "kv_vmid", "signed_product")
+
+
+class CellTablesError(TableError):
+    """A K/V cell or readout circuit whose table file is missing, lacks a table, axis,
+    quantity or attribute, or has other units; the message names the cell and the file."""
+
+
+@dataclass(frozen=True)
+class CellLevels:
+    """A K/V cell's levels, from its table file's attributes (written by `cimlut tables
+    build` from the cell's declaration, `cimlut.circuits.StorageLevels`): values are written
+    as voltages in [lo, hi], `mid` stands for zero; `signed_product` says how the sign reaches
+    the readout: `reference_column` (a twin column of cells at mid; products Q(v) - Q(mid)) or
+    `push_pull` (the cell's own charge is signed about mid; no twin)."""
+    lo: float
+    hi: float
+    mid: float
+    signed_product: str
+
+    @property
+    def span(self) -> float:
+        return self.hi - self.lo
+
+    @property
+    def offset(self) -> float:
+        """The mid-level as a fraction of the write range (what k_hat = offset stores)."""
+        return (self.mid - self.lo) / self.span
+
+    @property
+    def has_reference(self) -> bool:
+        return self.signed_product == "reference_column"
+
+    @classmethod
+    def from_attrs(cls, attrs: dict, cell: str, path: Path) -> "CellLevels":
+        missing = [k for k in LEVEL_ATTRS if k not in attrs]
+        if missing:
+            raise CellTablesError(
+                f"kv_cell {cell!r}: {path} has no attribute(s) {', '.join(missing)} (the cell's "
+                "write range, mid-level and signed-product convention); declare `levels` in the "
+                "cell's declaration (cimlut.circuits) and rebuild with `cimlut tables build`")
+        units = attrs.get("kv_units", "V")
+        if units != "V":
+            raise CellTablesError(f"kv_cell {cell!r}: {path}: levels are in {units!r}, expected 'V'")
+        lv = cls(float(attrs["kv_vwrite_lo"]), float(attrs["kv_vwrite_hi"]),
+                 float(attrs["kv_vmid"]), str(attrs["signed_product"]))
+        if lv.signed_product not in SIGNED_PRODUCTS:
+            raise CellTablesError(f"kv_cell {cell!r}: {path}: signed_product "
+                                  f"{lv.signed_product!r}, expected one of {', '.join(SIGNED_PRODUCTS)}")
+        if not lv.lo < lv.mid < lv.hi:
+            raise CellTablesError(f"kv_cell {cell!r}: {path}: levels need kv_vwrite_lo < kv_vmid < "
+                                  f"kv_vwrite_hi, got {lv.lo}, {lv.mid}, {lv.hi} V")
+        return lv
+
+
+def _load_cell(kind: str, cell: str, path: Path, groups: dict, corner: str, policy: str) -> dict[str, Table]:
+    """The tables `groups` names from `path`, or a CellTablesError naming the cell, the file
+    and what is missing."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cell):
+        raise CellTablesError(f"{kind} {cell!r}: a cell name is letters, digits and '_' (its "
+                              f"tables are <name>.h5 in the tables folder)")
+    if not path.is_file():
+        raise CellTablesError(f"{kind} {cell!r}: no table file {path} (build it with `cimlut "
+                              f"tables build {cell} --out {path.parent}`, or set tables_dir)")
+    out = {}
+    for group, (axes, quantities) in groups.items():
+        try:
+            out[group] = Table.load(path, group, corner, axes=axes, quantities=quantities,
+                                    policy=policy)
+        except TableError as exc:
+            raise CellTablesError(f"{kind} {cell!r}: {exc}") from None
+    return out
+
+
 class GainCellDevice:
-    """The gain-cell write/retention/read tables and the charge-to-pulse transfer table at
+    """The K/V cell's write/retention/read tables and the readout circuit's transfer table at
     one corner and temperature, with the edge rules each docstring states (SI units)."""
 
     def __init__(self, config: HardwareConfig):
         d, c, pol = config.tables_folder(), config.corner, config.out_of_range
-        gc, cp = d / "gaincell_2t.h5", d / "charge_to_pulse.h5"
-        self.write = Table.load(gc, "write", c, axes={"vwrite": "V"},
-                                quantities={"vstored": "V", "ewrite": "J"}, policy=pol)
-        self.retention = Table.load(gc, "retention", c, axes={"vinit": "V", "time": "s"},
-                                    quantities={"v_sn": "V"}, policy=pol)
-        self.read = Table.load(gc, "read", c, axes={"vstore": "V", "tpw": "s"},
-                               quantities={"qread": "C", "eread": "J"}, policy=pol)
-        self.c2p = Table.load(cp, "transfer", c, axes={"qin": "C"},
-                              quantities={"tpulse": "s", "econv": "J"}, policy=pol)
+        self.cell, self.readout_cell = config.kv_cell, config.readout_cell
+        gc, cp = d / f"{self.cell}.h5", d / f"{self.readout_cell}.h5"
+        kv = _load_cell("kv_cell", self.cell, gc, KV_TABLES, c, pol)
+        self.write, self.retention, self.read = kv["write"], kv["retention"], kv["read"]
+        self.c2p = _load_cell("readout_cell", self.readout_cell, cp, READOUT_TABLES, c, pol)["transfer"]
+        self.levels = CellLevels.from_attrs(self.write.attrs["file"], self.cell, gc)
         self.temperature = float(config.temperature)
         for t in (self.write, self.retention, self.read, self.c2p):
             t.require_within("temperature", self.temperature, "temperature")
@@ -50,7 +137,8 @@ class GainCellDevice:
         return [self.write, self.retention, self.read, self.c2p]
 
     def stored(self, vwrite) -> torch.Tensor:
-        """Storage-node voltage right after writing `vwrite` through the pass gate."""
+        """Storage-node voltage right after writing `vwrite` (the write table's transfer:
+        a pass gate's threshold loss, feed-through at the word-line edges)."""
         return self.write("vstored", temperature=self.temperature, vwrite=_f64(vwrite))
 
     def write_energy(self, vwrite) -> torch.Tensor:
@@ -59,8 +147,8 @@ class GainCellDevice:
     def decayed(self, v0, seconds) -> torch.Tensor:
         """Storage voltage `seconds` after the write. Times below the table's first time
         point (1e-7 s) use that point: the node has not moved measurably by then. A start
-        outside the vinit axis (the pass gate stores -0.11 V for a 0 V write) takes the
-        decay of the nearest tabulated start, v0 + (v(clamp(v0), t) - clamp(v0))."""
+        outside the vinit axis (gaincell_2t's pass gate stores -0.11 V for a 0 V write) takes
+        the decay of the nearest tabulated start, v0 + (v(clamp(v0), t) - clamp(v0))."""
         ax = self.retention.axes
         v0, t = _f64(v0), _f64(seconds).clamp(min=ax["time"].lo)
         v0c = v0.clamp(ax["vinit"].lo, ax["vinit"].hi)
@@ -70,9 +158,10 @@ class GainCellDevice:
         """Read `quantity` for a pulse of width t on a cell at v. No pulse reads nothing:
         below the first pulse width (1 ns) the value goes linearly to 0 at t = 0; above the
         last (15 ns; the charge-to-pulse saturates at ~15.02 ns) it extends the last
-        segment linearly (charge and energy are affine in t there). Below 0 V the read nFET
-        is further off than at the table's 0 V point, whose charge (~1e-19 C) is already
-        1e-6 of a full cell: v is clamped to the vstore axis."""
+        segment linearly (charge and energy are affine in t there). v is clamped to the
+        vstore axis (gaincell_2t: below 0 V the read nFET is further off than at the 0 V
+        point, whose charge, ~1e-19 C, is already 1e-6 of a full cell; gaincell_pp: the axis
+        spans 0.35-1.45 V, beyond what its writes store)."""
         ax = self.read.axes
         v, t = torch.broadcast_tensors(_f64(v).clamp(ax["vstore"].lo, ax["vstore"].hi), _f64(t))
         tw = ax["tpw"].values
@@ -95,6 +184,19 @@ class GainCellDevice:
 
     def read_energy(self, v, t) -> torch.Tensor:
         return self._along_tpw("eread", v, t)
+
+    def ref_charge(self, v, t) -> torch.Tensor:
+        """Charge of the reference twin at storage voltage v for a pulse t: `charge` for a
+        reference-column cell, 0 for a push-pull cell (it has no twin)."""
+        if self.levels.has_reference:
+            return self.charge(v, t)
+        return torch.zeros(torch.broadcast_shapes(_f64(v).shape, _f64(t).shape), dtype=torch.float64)
+
+    def ref_read_energy(self, v, t) -> torch.Tensor:
+        """Read energy of the reference twin (0 for a push-pull cell)."""
+        if self.levels.has_reference:
+            return self.read_energy(v, t)
+        return torch.zeros(torch.broadcast_shapes(_f64(v).shape, _f64(t).shape), dtype=torch.float64)
 
     def _qin(self, q) -> torch.Tensor:
         a = self.c2p.axes["qin"]
@@ -200,12 +302,14 @@ class GainCellArrays:
     """Everything attention needs from the tables for one config, shared by all layers.
 
     K side: G_K[l, b, a] = Q(V(b, a), t_l) - Q(Vref(a), t_l) [fC] over q levels l, write
-    levels b and ages a (in tokens), V(b, a) the stored voltage of level b after a x
-    token_period, Vref the reference cell written at kv_offset. V side: the same over a
-    grid of pulse widths t in [0, max tpulse]. Read energies are split into a floor
-    e_floor(t) = eread(0 V, t) (the read path's own switching, independent of the stored
-    value, counted exactly) and the stored-value part, factored the same way (K side) or
-    projected on the V charge factors (V side). `residuals` reports each approximation
+    levels b (kv_levels from the cell's write range lo..hi, `CellLevels`) and ages a (in
+    tokens), V(b, a) the stored voltage of level b after a x token_period, Vref the
+    reference twin written at the cell's mid-level (reference_column cells; a push-pull
+    cell's charge is already signed about its mid-level: no twin, Q(Vref) = 0). V side: the
+    same over a grid of pulse widths t in [0, max tpulse]. Read energies are split into a
+    floor e_floor(t) = eread(lowest vstore, t) (the read path's own switching, counted
+    exactly, once per cell and once per twin) and the stored-value part, factored the same
+    way (K side) or projected on the V charge factors (V side). `residuals` reports each approximation
     (max error / max value; per write level if `level_floor` is set, see `lowrank`).
     """
 
@@ -222,11 +326,15 @@ class GainCellArrays:
             raise ValueError("q_levels, kv_levels and out_levels must be >= 2")
         self.t_max = cfg.t_max / NS
         self.t_levels = torch.arange(self.Lq, dtype=torch.float64) / (self.Lq - 1) * cfg.t_max
-        self.vw_levels = torch.linspace(0, cfg.kv_vwrite_max, self.Lkv, dtype=torch.float64)
+        lv = self.levels = dev.levels
+        self.v_lo, self.v_hi, self.v_mid, self.v_span = lv.lo, lv.hi, lv.mid, lv.span
+        self.offset, self.has_reference = lv.offset, lv.has_reference
+        self.v_twins = int(lv.has_reference)          # reference cells per V-array row
+        self.vw_levels = torch.linspace(lv.lo, lv.hi, self.Lkv, dtype=torch.float64)
         self.ages = (2 * cfg.window + 1) if cfg.decay else 1
         age_s = torch.arange(self.ages, dtype=torch.float64) * cfg.token_period
 
-        vs, vref = dev.stored(self.vw_levels), dev.stored(cfg.kv_offset)
+        vs, vref = dev.stored(self.vw_levels), dev.stored(lv.mid)
         if cfg.decay:
             V = dev.decayed(vs[:, None], age_s[None, :])                 # (B, A)
             Vr = dev.decayed(vref, age_s)                                # (A,)
@@ -234,20 +342,23 @@ class GainCellArrays:
             V, Vr = vs[:, None], vref.reshape(1)
         self.v_stored, self.v_ref = V, Vr
         self.ewrite = (dev.write_energy(self.vw_levels) / FJ).float()
-        self.ewrite_ref = float(dev.write_energy(cfg.kv_offset)) / FJ
+        self.ewrite_ref = float(dev.write_energy(lv.mid)) / FJ if lv.has_reference else 0.0
         v0 = dev.read.axes["vstore"].lo
 
-        def cell(fn, t):   # fn(V(b,a), t) and fn(Vref(a), t) on t (X,) -> (X, B, A), (X, 1, A)
+        twins = 1 + lv.has_reference                                   # cells read per product
+
+        def cell(fn, ref, t):   # fn(V(b,a), t), ref(Vref(a), t) on t (X,) -> (X, B, A), (X, 1, A)
             t = t[:, None, None]
-            return fn(V[None], t), fn(Vr[None, None], t)
+            return fn(V[None], t), ref(Vr[None, None], t)
 
         # K side: pulse levels
-        qc, qr = cell(dev.charge, self.t_levels)
+        qc, qr = cell(dev.charge, dev.ref_charge, self.t_levels)
         self.K = lowrank((qc - qr) / FC, rtol, level_floor)
-        ec, er = cell(dev.read_energy, self.t_levels)
+        ec, er = cell(dev.read_energy, dev.ref_read_energy, self.t_levels)
         floor_k = dev.read_energy(v0, self.t_levels)[:, None, None]
-        self.EK = lowrank(((ec - floor_k) + (er - floor_k)) / FJ, energy_rtol)
-        self.ek_floor = (2 * floor_k.flatten() / FJ).float()          # cell + reference twin
+        er = (er - floor_k) if lv.has_reference else er                # no twin: nothing
+        self.EK = lowrank(((ec - floor_k) + er) / FJ, energy_rtol)
+        self.ek_floor = (twins * floor_k.flatten() / FJ).float()      # cell (+ reference twin)
 
         # charge-to-pulse: the HardSigmoid, and its linear idealization
         qax = dev.c2p.axes["qin"]
@@ -266,12 +377,14 @@ class GainCellArrays:
 
         # V side: pulse-width grid, composite tables over the c2p input charge
         tg = self._t_grid()
-        qc, qr = cell(dev.charge, tg)
+        qc, qr = cell(dev.charge, dev.ref_charge, tg)
         self.V = lowrank((qc - qr) / FC, rtol, level_floor)
-        ec, er = cell(dev.read_energy, tg)
+        ec, er = cell(dev.read_energy, dev.ref_read_energy, tg)
         floor_v = dev.read_energy(v0, tg)[:, None, None]
         self.ev, res_ev = project((ec - floor_v) / FJ, self.V)
-        self.ev_ref, res_evr = project((er - floor_v) / FJ, self.V, float((ec - floor_v).abs().max()) / FJ)
+        er = (er - floor_v) if lv.has_reference else torch.zeros_like(er)   # no twin: nothing
+        self.ev_ref, res_evr = project(er / FJ,
+                                       self.V, float((ec - floor_v).abs().max()) / FJ)
         self.ev, self.ev_ref = self.ev.float(), self.ev_ref[:, 0].float()
         i0 = (torch.searchsorted(tg, tp, right=True) - 1).clamp(0, len(tg) - 2)
         w = ((tp - tg[i0]) / (tg[i0 + 1] - tg[i0])).clamp(0, 1).unsqueeze(0)
@@ -279,9 +392,9 @@ class GainCellArrays:
         fl = floor_v.flatten()
         self.ev_floor_table = ((1 - w[0]) * fl[i0] + w[0] * fl[i0 + 1]).float() / FJ
 
-        # ideal: Q = g_lin (v - offset) t, the secant of the tables at full scale
-        full = dev.charge(dev.stored(cfg.kv_vwrite_max), cfg.t_max) - dev.charge(vref, cfg.t_max)
-        self.g_lin = float(full) / FC / ((cfg.kv_vwrite_max - cfg.kv_offset) * self.t_max)
+        # ideal: Q = g_lin (v - mid) t, the secant of the tables from the mid-level to the top
+        full = dev.charge(dev.stored(lv.hi), cfg.t_max) - dev.ref_charge(vref, cfg.t_max)
+        self.g_lin = float(full) / FC / ((lv.hi - lv.mid) * self.t_max)
 
         self.residuals = {"qk_charge": self.K.residual, "pv_charge": self.V.residual,
                           "qk_energy": self.EK.residual, "pv_energy": res_ev,
@@ -331,9 +444,8 @@ class GainCellArrays:
                 "residuals " + ", ".join(f"{k} {v:.2e}" for k, v in self.residuals.items()))
 
 
-ARRAY_KEYS = ("tables_dir", "corner", "temperature", "out_of_range", "window", "q_levels",
-              "kv_levels", "kv_vwrite_max", "kv_offset", "out_levels", "t_max", "token_period",
-              "decay")
+ARRAY_KEYS = ("tables_dir", "kv_cell", "readout_cell", "corner", "temperature", "out_of_range",
+              "window", "q_levels", "kv_levels", "out_levels", "t_max", "token_period", "decay")
 
 
 @functools.lru_cache(maxsize=8)
