@@ -158,7 +158,7 @@ def test_gqa_query_head_uses_kv_head_h_over_group():
     gqa = module(H=4, Hkv=2)
     y = gqa(q, k, v, pos, pos)
     mha = module(H=4, Hkv=4)
-    state = {n: (t.repeat_interleave(2) if t.shape == (2,) else t) for n, t in gqa.state_dict().items()}
+    state = {n: (t.repeat_interleave(2, 0) if t.shape[:1] == (2,) else t) for n, t in gqa.state_dict().items()}
     mha.load_state_dict(state)
     rep = lambda x: x.repeat_interleave(2, dim=1)          # kv heads 0, 0, 1, 1
     assert torch.allclose(mha(q, rep(k), rep(v), pos, pos), y, atol=1e-6)

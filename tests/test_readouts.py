@@ -132,7 +132,8 @@ def test_softmax_ledger_counts_each_conversion():
     assert led.energy["prefill", "attn_adc"] == pytest.approx(adc, rel=1e-9)
     assert led.energy["prefill", "attn_pdac"] == pytest.approx(keys * cfg.dac_energy_per_read, rel=1e-9)
     dig = keys * (cfg.exp_energy + 3 * cfg.digital_op_energy + cfg.mult_energy) \
-        + B * H * T * (cfg.div_energy + D * cfg.mult_energy)
+        + B * H * T * (cfg.div_energy + D * cfg.mult_energy) \
+        + cfg.mult_energy * D * 2 * B * (Hkv * T + H * T)       # per-channel scales of k, v, q, out
     assert led.energy["prefill", "attn_digital"] == pytest.approx(dig, rel=1e-9)
     assert ("prefill", "c2p") not in led.energy                 # no charge-to-pulse in this path
     # two ADC conversions per query token on the critical path
@@ -194,3 +195,16 @@ def test_ideal_levels_quantize_k_and_v_on_linear_cells():
     e = [rel_rms(module(ideal=True, ideal_levels=True, kv_levels=L, **bits(14))(q, k, v, pos, pos), ref)
          for L in (8, 64)]                               # (each level count builds its arrays)
     assert e[0] > e[1] > free
+
+
+def test_per_channel_scales_spare_k_and_v_levels_from_outlier_channels():
+    q, k, v, pos = data(T=40, seed=9)
+    k[..., 3] *= 20                                      # one outlier channel in K and in V
+    v[..., 5] *= 20
+    ref = softmax_attention(q, k, v, pos, pos, window=32)
+    err = {}
+    for pc in (False, True):
+        m = module(ideal=True, ideal_levels=True, kv_per_channel=pc, **bits(14))
+        err[pc] = rel_rms(m(q, k, v, pos, pos), ref)
+        assert rel_rms(module(ideal=True, kv_per_channel=pc, **bits(20), adc_range_percentile=100.0)(q, k, v, pos, pos), ref) < 2e-5
+    assert err[True] < 0.5 * err[False]

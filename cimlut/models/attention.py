@@ -80,7 +80,7 @@ class GainCellAttention(nn.Module):
     """
 
     CALIBRATED = ("q_scale", "q_bias", "k_scale", "k_bias", "v_scale", "v_bias",
-                  "out_scale", "out_bias", "s_gain", "out_fs", "s_fs", "n_fs")
+                  "out_scale", "out_bias", "s_gain", "out_fs", "s_fs", "n_fs", "k_chan", "v_chan")
 
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, config: HardwareConfig,
                  arrays: GainCellArrays | None = None, ledger: Ledger | None = None,
@@ -105,9 +105,14 @@ class GainCellAttention(nn.Module):
                            ("s_gain", n_heads, 1.0), ("out_fs", n_heads, 1.0),
                            ("s_fs", n_heads, 1.0), ("n_fs", n_heads, 1.0)):
             self.register_buffer(nm, torch.full((n,), val))
+        for nm, n in (("k_chan", n_kv_heads), ("v_chan", n_kv_heads)):   # per-channel scales
+            self.register_buffer(nm, torch.ones(n, head_dim))
+        self.per_channel = config.kv_per_channel and self.readout.name != "hardsigmoid"
         for nm, n in (("q_range", n_heads), ("k_range", n_kv_heads), ("v_range", n_kv_heads),
                       ("s_range", n_heads), ("o_range", n_heads), ("n_range", n_heads)):
             self.register_buffer(nm, torch.zeros(n), persistent=False)   # running maxima
+        for nm, n in (("qc_range", n_heads), ("kc_range", n_kv_heads), ("vc_range", n_kv_heads)):
+            self.register_buffer(nm, torch.zeros(n, head_dim), persistent=False)
         self.register_buffer("initialized", torch.tensor(False))
         self.observing = self.recording = False
         self._kvc = None
@@ -137,15 +142,28 @@ class GainCellAttention(nn.Module):
     def _affine(t, s, b):
         return t.float() * s.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
 
+    def _chan(self, c: torch.Tensor, heads: int) -> torch.Tensor:
+        """Per-channel scales (Hkv, D) as (1, heads, 1, D)."""
+        return c.repeat_interleave(heads // self.Hkv, 0).view(1, heads, 1, self.D)
+
     def _normalized_q(self, q):
-        """q_hat in [-1, 1] (or [0, 1]) of t_max."""
+        """q_hat in [-1, 1] (or [0, 1]) of t_max (q divided by the K channel scales)."""
         lo = -1.0 if self.config.q_signed else 0.0
+        if self.per_channel:
+            q = q.float() / self._chan(self.k_chan, self.H)
         return self._affine(q, self.q_scale, self.q_bias).clamp(lo, 1)
 
     def _normalized_kv(self, k, v):
-        """k_hat, v_hat in [0, 1] of the cell's write range."""
+        """k_hat, v_hat in [0, 1] of the cell's write range (after the channel scales)."""
+        if self.per_channel:
+            k = k.float() * self._chan(self.k_chan, self.Hkv)
+            v = v.float() * self._chan(self.v_chan, self.Hkv)
         return (self._affine(k, self.k_scale, self.k_bias).clamp(0, 1),
                 self._affine(v, self.v_scale, self.v_bias).clamp(0, 1))
+
+    def _unchan(self, y):
+        """Outputs back from V's channel scales."""
+        return y / self._chan(self.v_chan, self.H) if self.per_channel else y
 
     def _normalized(self, q, k, v):
         return (self._normalized_q(q), *self._normalized_kv(k, v))
@@ -187,8 +205,12 @@ class GainCellAttention(nn.Module):
         kw = dict(causal=self.causal, window=cfg.window)
         if self.readout.name == "softmax":
             dq = lambda x, sc, b: (x - sh(b)) / sh(sc)
-            return softmax_attention(dq(qh, self.q_scale, self.q_bias), dq(kh, self.k_scale, self.k_bias),
-                                     dq(vh, self.v_scale, self.v_bias), q_pos, k_pos, **kw)
+            qd, kd, vd = (dq(qh, self.q_scale, self.q_bias), dq(kh, self.k_scale, self.k_bias),
+                          dq(vh, self.v_scale, self.v_bias))
+            if self.per_channel:
+                qd, kd = qd * self._chan(self.k_chan, self.H), kd / self._chan(self.k_chan, self.Hkv)
+                vd = vd / self._chan(self.v_chan, self.Hkv)
+            return softmax_attention(qd, kd, vd, q_pos, k_pos, **kw)
         off = self.arrays.offset
         unit = self._unit()
         s_sat = self.arrays.q_sat / (self.s_gain * unit)
@@ -197,7 +219,7 @@ class GainCellAttention(nn.Module):
             z = hardsigmoid_attention(qh, kh - off, torch.full_like(vh, 1 - off), q_pos, k_pos,
                                       s_sat=s_sat, **kw)
             scale, bias = self._default_out_affine()
-            return torch.where(z > 0, y / z.clamp(min=1e-30), 0.0) * sh(scale) + sh(bias)
+            return self._unchan(torch.where(z > 0, y / z.clamp(min=1e-30), 0.0) * sh(scale) + sh(bias))
         y = y * (unit / self.out_fs).view(1, -1, 1, 1)
         return y * self.out_scale.view(1, -1, 1, 1) + self.out_bias.view(1, -1, 1, 1)
 
@@ -303,7 +325,8 @@ class GainCellAttention(nn.Module):
             self._kvc = None
             kh, vh = self._normalized_kv(k, v)
             return self._layout(self._encode_keys(kh, vh), geo)
-        scal = torch.cat([self.k_scale, self.k_bias, self.v_scale, self.v_bias])
+        scal = torch.cat([self.k_scale, self.k_bias, self.v_scale, self.v_bias,
+                          self.k_chan.flatten(), self.v_chan.flatten()])
         c = self._kvc
         if not (c is not None and c["B"] == B and c["T"] <= Tk and torch.equal(c["scal"], scal)
                 and torch.equal(k_pos[:c["T"]], c["k_pos"][:c["T"]])
@@ -557,7 +580,7 @@ class GainCellAttention(nn.Module):
         class docstring says which); a module never observed takes its first batch's."""
         if on:
             for r in (self.q_range, self.k_range, self.v_range, self.s_range, self.o_range,
-                      self.n_range):
+                      self.n_range, self.qc_range, self.kc_range, self.vc_range):
                 r.zero_()
         self.observing = bool(on)
 
@@ -580,12 +603,21 @@ class GainCellAttention(nn.Module):
         cfg = self.config
         off = self.arrays.offset
         half_range = min(off, 1 - off)
-        amax = lambda x, rng: rng.copy_(torch.maximum(rng, x.float().abs().amax((0, 2, 3)))).clamp(min=1e-12)
-        self.q_scale.copy_(1.0 / amax(q, self.q_range))
+        cmax = lambda x, rng: rng.copy_(torch.maximum(rng, x.float().abs().amax((0, 2))))
+        qc, kc, vc = cmax(q, self.qc_range), cmax(k, self.kc_range), cmax(v, self.vc_range)
+        if self.per_channel:
+            qg = qc.view(self.Hkv, self.g, self.D).amax(1)
+            ok = (qg > 0) & (kc > 0)
+            self.k_chan.copy_(torch.where(ok, (qg / kc.clamp(min=1e-30)).sqrt(), 1.0))
+            self.v_chan.copy_(torch.where(vc > 0, vc.amax(1, keepdim=True) / vc.clamp(min=1e-30), 1.0))
+            qc = qc / self.k_chan.repeat_interleave(self.g, 0)
+            kc, vc = kc * self.k_chan, vc * self.v_chan
+        rng = lambda r, c: r.copy_(c.amax(1)).clamp(min=1e-12)
+        self.q_scale.copy_(1.0 / rng(self.q_range, qc))
         self.q_bias.zero_()
-        for x, rng, s, b in ((k, self.k_range, self.k_scale, self.k_bias),
-                             (v, self.v_range, self.v_scale, self.v_bias)):
-            s.copy_(half_range / amax(x, rng))
+        for c, r, s, b in ((kc, self.k_range, self.k_scale, self.k_bias),
+                           (vc, self.v_range, self.v_scale, self.v_bias)):
+            s.copy_(half_range / rng(r, c))
             b.fill_(off)
         for buf in (self.s_gain, self.out_fs, self.out_scale, self.s_fs, self.n_fs):
             buf.fill_(1.0)
@@ -645,8 +677,9 @@ class GainCellAttention(nn.Module):
             r = self._core(p, geo, B, Tq, quantize=self.readout.quantizes(cfg.ideal),
                            stats=self.recording)
         y = r["out"] * self.out_scale.view(1, -1, 1, 1) + self.out_bias.view(1, -1, 1, 1)
-        if self.recording:
+        if self.recording:   # statistics in V's channel-scaled units
             self._record(q, k, v, q_pos, k_pos, r["out"], y, r["stats"])
+        y = self._unchan(y)
         if self.ledger is not None:
             self._account(r["energy"], p, q_pos, k_pos, B, Tq)
         return y.to(q.dtype)
@@ -657,8 +690,9 @@ class GainCellAttention(nn.Module):
         self._acc_heads(acc["out"], y)
         ref = softmax_attention(q.float(), k.float(), v.float(), q_pos, k_pos,
                                 causal=self.causal, window=self.config.window)
-        self._acc_heads(acc["ref"], ref)
-        self._acc_heads(acc["linear"], self.linear_model(q, k, v, q_pos, k_pos))
+        back = (lambda t: t * self._chan(self.v_chan, self.H)) if self.per_channel else (lambda t: t)
+        self._acc_heads(acc["ref"], back(ref))
+        self._acc_heads(acc["linear"], back(self.linear_model(q, k, v, q_pos, k_pos)))
         for name in ("s", "phi"):
             if name in st:
                 acc[name] += st[name].view(3, -1)
@@ -707,6 +741,9 @@ class GainCellAttention(nn.Module):
         elif rd.extra_columns:
             led.add("attn_digital", rows * (cfg.div_energy + self.D * cfg.mult_energy),
                     rows * (1 + self.D) / self.H * cfg.digital_mac_time)
+        if self.per_channel:   # channel scales: k and v of each new key, q and the output
+            new = int(((k_pos >= q_pos.min()) if self.causal else torch.ones_like(k_pos, dtype=torch.bool)).sum())
+            led.add("attn_digital", cfg.mult_energy * self.D * 2 * B * (self.Hkv * new + self.H * Tq))
         led.add("attn_dac", cfg.attn_dac_energy * phases * B * self.H * Tq)
         led.add("attn_control", cfg.attn_control_energy * B * self.H * Tq)
 

@@ -113,6 +113,12 @@ class HardwareConfig:
     attn_dac_energy: float = _f(330e-12, "J/token/head", "Leroux et al.: DACs 330 pJ", range=(0.0, 1e-3))
     ideal_levels: bool = _f(False, "", "with ideal = true, attention q, k and v still take "
                             "q_levels / kv_levels levels on linear cells (the levels ablation)")
+    kv_per_channel: bool = _f(True, "", "K and V written with one scale per channel (the "
+                              "periphery multiplies before the write DACs, D mults per token "
+                              "each; q takes the inverse K scales, outputs are divided by the V "
+                              "scales): K balanced against q as SmoothQuant (Xiao et al. 2023, "
+                              "migration 0.5), V channels to a common range. hardsigmoid keeps "
+                              "Leroux's per-head scalers")
     # attention readouts (cimlut/models/readouts.py)
     attn_readout: str = _f("softmax", "", "softmax: Q.K column ADCs, digital softmax, "
                            "probabilities as V pulse widths, tile output ADCs (X-Former: 8-bit "
