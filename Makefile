@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(VENV)/bin/cimlut run --model smollm2 --json out/demo/smollm2.json --out out/demo
+	$(VENV)/bin/cimlut readouts --model smollm2
 
 test: setup
 	$(PY) -m pytest -q

@@ -265,6 +265,17 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_readouts(args) -> int:
+    from .models import compare
+    _threads(args.threads)
+    cfg = _hardware(args)
+    names = args.readouts.split(",") if args.readouts else None
+    lines = compare.compare(args.model, cfg, names, tokens=args.tokens, sentences=args.sentences,
+                            progress=not args.quiet)
+    print(compare.format_lines(lines, cfg))
+    return 0
+
+
 def cmd_hardware(args) -> int:
     print(_hardware(args).describe())
     return 0
@@ -375,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=_count(1))
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_calibrate)
+
+    s = sub.add_parser("readouts", help="one line per attention readout on the same model and "
+                       "hardware: quality and attention energy per token per head")
+    s.add_argument("--model", default="smollm2", help="smollm2, minilm, or a Hugging Face folder")
+    _hardware_args(s)
+    s.add_argument("--readouts", help="comma-separated (default: every registered readout)")
+    s.add_argument("--tokens", type=int, default=1024, help="evaluation tokens (language models)")
+    s.add_argument("--sentences", type=int, default=32, help="evaluation sentences (MiniLM)")
+    s.add_argument("--threads", type=int, help="torch threads (default: up to 2)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_readouts)
     return p
 
 

@@ -208,3 +208,12 @@ def test_per_channel_scales_spare_k_and_v_levels_from_outlier_channels():
         err[pc] = rel_rms(m(q, k, v, pos, pos), ref)
         assert rel_rms(module(ideal=True, kv_per_channel=pc, **bits(20), adc_range_percentile=100.0)(q, k, v, pos, pos), ref) < 2e-5
     assert err[True] < 0.5 * err[False]
+
+
+def test_readout_comparison_refuses_what_it_cannot_compare():
+    from cimlut.models import compare
+    from cimlut.models.config import ConfigError
+    with pytest.raises(ConfigError, match="analog = 'linear'"):
+        compare.compare("smollm2", HardwareConfig(analog="linear"))
+    with pytest.raises(ConfigError, match="unknown attention readout.*sofmax"):
+        compare.compare("smollm2", HardwareConfig(), ["sofmax"])
