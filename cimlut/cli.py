@@ -265,6 +265,17 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    from .models import adapt
+    _threads(args.threads)
+    cfg = _hardware(args)
+    save = args.save or f"out/adapt/{Path(args.model).name}-{cfg.analog}-{cfg.attn_readout}.json"
+    result = adapt.run(args.model, cfg, save, tokens=args.tokens, train_tokens=args.train_tokens,
+                       val_tokens=args.val_tokens, steps=args.steps, progress=not args.quiet)
+    print(adapt.summary(result))
+    return 0
+
+
 def cmd_readouts(args) -> int:
     from .models import compare
     _threads(args.threads)
@@ -386,6 +397,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=_count(1))
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_calibrate)
+
+    s = sub.add_parser("adapt", help="layer-wise adaptation of analog attention: per-head "
+                       "score gain/bias (or temperature) and output scale/bias trained on "
+                       "held-out tokens to match the digital attention; saved for "
+                       "`run --calibration`")
+    s.add_argument("--model", default="smollm2", help="smollm2 or a Hugging Face folder (causal LM)")
+    _hardware_args(s)
+    s.add_argument("--save", help="where to write the state (default: "
+                   "out/adapt/MODEL-ANALOG-READOUT.json)")
+    s.add_argument("--tokens", type=int, default=1024, help="evaluation tokens, before and after")
+    s.add_argument("--train-tokens", type=int, default=512,
+                   help="held-out training tokens (after the evaluation text)")
+    s.add_argument("--val-tokens", type=int, default=256,
+                   help="held-out validation tokens (after the training tokens)")
+    s.add_argument("--steps", type=int, default=100, help="optimizer steps per layer")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_adapt)
 
     s = sub.add_parser("readouts", help="one line per attention readout on the same model and "
                        "hardware: quality and attention energy per token per head")

@@ -80,7 +80,7 @@ def test_softmax_full_scale_is_observed_not_the_evaluated_batch():
 def test_hardsigmoid_norm_rows_are_convex_combinations():
     q, k, v, pos = data(B=1, T=40, seed=3)
     for ideal in (True, False):
-        m = module(ideal=ideal, attn_readout="hardsigmoid_norm")
+        m = module(ideal=ideal, attn_readout="hardsigmoid_norm", channel_headroom=1.0)
         m.observe(True)
         m(q, k, v, pos, pos)
         m.observe(False)

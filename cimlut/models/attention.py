@@ -43,14 +43,14 @@ def softmax_attention(q, k, v, q_pos, k_pos, *, causal=True, window=None) -> tor
     return F.scaled_dot_product_attention(q, _expand(k, H), _expand(v, H), attn_mask=m)
 
 
-def hardsigmoid_attention(q, k, v, q_pos, k_pos, *, s_sat=1.0, causal=True, window=None):
-    """Leroux et al.'s linear model, digital: out_i = sum_j clamp(q_i.k_j / s_sat, 0, 1) v_j
-    over the keys query i sees (s_sat a number or one per head)."""
+def hardsigmoid_attention(q, k, v, q_pos, k_pos, *, s_sat=1.0, causal=True, window=None,
+                          bias=0.0):
+    """Leroux et al.'s linear model, digital: out_i = sum_j clamp(q_i.k_j / s_sat + bias, 0, 1)
+    v_j over the keys query i sees (s_sat and bias a number or one per head)."""
     H = q.shape[1]
     s = q @ _expand(k, H).transpose(-1, -2)
-    s_sat = torch.as_tensor(s_sat, dtype=s.dtype)
-    s_sat = s_sat.reshape(-1, 1, 1) if s_sat.ndim else s_sat
-    a = (s / s_sat).clamp(0, 1) * attention_mask(q_pos, k_pos, causal, window)
+    per = lambda x: (lambda t: t.reshape(-1, 1, 1) if t.ndim else t)(torch.as_tensor(x, dtype=s.dtype))
+    a = (s / per(s_sat) + per(bias)).clamp(0, 1) * attention_mask(q_pos, k_pos, causal, window)
     return a @ _expand(v, H)
 
 
@@ -80,7 +80,8 @@ class GainCellAttention(nn.Module):
     """
 
     CALIBRATED = ("q_scale", "q_bias", "k_scale", "k_bias", "v_scale", "v_bias",
-                  "out_scale", "out_bias", "s_gain", "out_fs", "s_fs", "n_fs", "k_chan", "v_chan")
+                  "out_scale", "out_bias", "s_gain", "out_fs", "s_fs", "n_fs", "k_chan", "v_chan",
+                  "s_bias", "s_temp")
 
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, config: HardwareConfig,
                  arrays: GainCellArrays | None = None, ledger: Ledger | None = None,
@@ -103,7 +104,8 @@ class GainCellAttention(nn.Module):
                            ("v_scale", n_kv_heads, 1.0), ("v_bias", n_kv_heads, off),
                            ("out_scale", n_heads, 1.0), ("out_bias", n_heads, 0.0),
                            ("s_gain", n_heads, 1.0), ("out_fs", n_heads, 1.0),
-                           ("s_fs", n_heads, 1.0), ("n_fs", n_heads, 1.0)):
+                           ("s_fs", n_heads, 1.0), ("n_fs", n_heads, 1.0),
+                           ("s_bias", n_heads, 0.0), ("s_temp", n_heads, 1.0)):
             self.register_buffer(nm, torch.full((n,), val))
         for nm, n in (("k_chan", n_kv_heads), ("v_chan", n_kv_heads)):   # per-channel scales
             self.register_buffer(nm, torch.ones(n, head_dim))
@@ -176,7 +178,7 @@ class GainCellAttention(nn.Module):
     def _logit_per_fc(self) -> torch.Tensor:
         """Per query head: the logit q.k / sqrt(D) per fC of column charge (ideal cells)."""
         ks = _expand(self.k_scale.view(1, -1), self.H).flatten()
-        return 1.0 / (self._unit() * self.q_scale * ks * self.D ** 0.5)
+        return self.s_temp / (self._unit() * self.q_scale * ks * self.D ** 0.5)
 
     def _default_out_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """out_scale, out_bias that map a normalised readout back to v's units with ideal
@@ -210,10 +212,11 @@ class GainCellAttention(nn.Module):
             if self.per_channel:
                 qd, kd = qd * self._chan(self.k_chan, self.H), kd / self._chan(self.k_chan, self.Hkv)
                 vd = vd / self._chan(self.v_chan, self.Hkv)
-            return softmax_attention(qd, kd, vd, q_pos, k_pos, **kw)
+            return softmax_attention(qd * sh(self.s_temp), kd, vd, q_pos, k_pos, **kw)
         off = self.arrays.offset
         unit = self._unit()
         s_sat = self.arrays.q_sat / (self.s_gain * unit)
+        kw["bias"] = self.s_bias / self.arrays.q_sat
         y = hardsigmoid_attention(qh, kh - off, vh - off, q_pos, k_pos, s_sat=s_sat, **kw)
         if self.readout.name == "hardsigmoid_norm":
             z = hardsigmoid_attention(qh, kh - off, torch.full_like(vh, 1 - off), q_pos, k_pos,
@@ -395,12 +398,12 @@ class GainCellAttention(nn.Module):
             Lp = rd.prob_levels
             s_fs, lpf = hs(self.s_fs), hs(self._logit_per_fc())
             if not ideal:
-                u_soft, fl_soft = pulse_tables(ar, Lp)
+                u_soft, fl_soft, uf_soft = pulse_tables(ar, Lp)
                 hv = [u_soft[:, r].contiguous() for r in range(u_soft.shape[1])]
         elif ideal:
-            phi_scale = hs(self.s_gain / ar.q_sat)
+            phi_scale, phi_bias = hs(self.s_gain / ar.q_sat), hs(self.s_bias / ar.q_sat)
         else:
-            idx_scale = hs(self.s_gain / ar.dq)
+            idx_scale, idx_bias = hs(self.s_gain / ar.dq), hs(self.s_bias / ar.dq) + 8388608.0
             hv = [ar.hv_table[:, r].contiguous() for r in range(ar.hv_table.shape[1])]
         ws = self.arrays.workspace
         fs = ((half / self.out_fs) if quantize else (1.0 / self.out_fs)).view(1, Hkv, 1, g, 1, 1)
@@ -450,18 +453,23 @@ class GainCellAttention(nn.Module):
                     ix = ws.get("ix", tshape, torch.int32)
                     ix.copy_(tiled(W.round_()))
                     ix = ix.view(-1)
-                    h = [t.index_select(0, ix).view(tshape) for t in hv]
-                    fl = fl_soft.index_select(0, ix).view(tshape)
+                    if uf_soft is not None:      # u and the floor energy in one gather
+                        hf = torch.index_select(uf_soft, 0, ix, out=ws.get("hf", (ix.numel(),), torch.float64))
+                        hf = hf.view(torch.float32).view(*tshape, 2)
+                        h, fl = [hf[..., 0]], hf[..., 1]
+                    else:
+                        h = [t.index_select(0, ix).view(tshape) for t in hv]
+                        fl = fl_soft.index_select(0, ix).view(tshape)
                     flm = torch.matmul(fl.reshape(BK, nt, g, qc * n), tm)
                     e["pv"] += float(flm.sum()) * (D + ar.v_twins)
             elif ideal:
-                h = [tiled(S5.mul_(phi_scale).clamp_(0, 1).mul_(ar.t_max))]
+                h = [tiled(S5.mul_(phi_scale).add_(phi_bias).clamp_(0, 1).mul_(ar.t_max))]
                 if stats:
                     self._acc_masked(st["phi"], S5 / ar.t_max, ch.mask)
             else:
                 # nearest point of the qin grid: adding 2^23 rounds a float32 to an integer
                 # held in its mantissa bits; the int32 view minus 2^23's bits is the index
-                x = S5.mul_(idx_scale).add_(8388608.0).clamp_(8388608.0, 8388608.0 + ar.N_X - 1)
+                x = S5.mul_(idx_scale).add_(idx_bias).clamp_(8388608.0, 8388608.0 + ar.N_X - 1)
                 ixk = x.view(torch.int32).sub_(0x4B000000)
                 if stats:
                     ph = ar.phi_table[ixk.long()] / ar.t_max
@@ -610,8 +618,9 @@ class GainCellAttention(nn.Module):
             ok = (qg > 0) & (kc > 0)
             self.k_chan.copy_(torch.where(ok, (qg / kc.clamp(min=1e-30)).sqrt(), 1.0))
             self.v_chan.copy_(torch.where(vc > 0, vc.amax(1, keepdim=True) / vc.clamp(min=1e-30), 1.0))
-            qc = qc / self.k_chan.repeat_interleave(self.g, 0)
-            kc, vc = kc * self.k_chan, vc * self.v_chan
+            hr = cfg.channel_headroom
+            qc = qc / self.k_chan.repeat_interleave(self.g, 0) * hr
+            kc, vc = kc * self.k_chan * hr, vc * self.v_chan * hr
         rng = lambda r, c: r.copy_(c.amax(1)).clamp(min=1e-12)
         self.q_scale.copy_(1.0 / rng(self.q_range, qc))
         self.q_bias.zero_()
@@ -619,9 +628,10 @@ class GainCellAttention(nn.Module):
                            (vc, self.v_range, self.v_scale, self.v_bias)):
             s.copy_(half_range / rng(r, c))
             b.fill_(off)
-        for buf in (self.s_gain, self.out_fs, self.out_scale, self.s_fs, self.n_fs):
+        for buf in (self.s_gain, self.out_fs, self.out_scale, self.s_fs, self.n_fs, self.s_temp):
             buf.fill_(1.0)
         self.out_bias.zero_()
+        self.s_bias.zero_()
         B, Tq = q.shape[0], q.shape[2]
         qh, kh, vh = self._normalized(q, k, v)
         geo = geometry(self.arrays, cfg.subtile, q_pos, k_pos, self.causal, self._qc(B, len(k_pos)))
@@ -792,7 +802,7 @@ class GainCellAttention(nn.Module):
         if scores_only:
             return res
         e_qk = ((dev.read_energy(Vk, tq.abs()) + dev.ref_read_energy(vref, tq.abs())).sum(-1) * m).sum()
-        qin = self.s_gain.double().view(1, H, 1, 1) * S * FC
+        qin = self.s_gain.double().view(1, H, 1, 1) * S * FC + self.s_bias.double().view(1, H, 1, 1) * FC
         phi = dev.pulse(qin) * m
         Vv = stored(bv)
         contrib = (dev.charge(Vv, phi[..., None]) - dev.ref_charge(vref, phi[..., None])) / FC

@@ -106,8 +106,11 @@ def save(path: str | Path, conv, model_name: str, extra: dict | None = None) -> 
 
 
 def apply_calibration(model, conv, path: str | Path) -> None:
-    """Load scalers and ranges saved by `save`; a module named in neither side is an error."""
+    """Load scalers and ranges saved by `save`; a module named in neither side is an error,
+    and so is a file made for another attention readout or K/V cell."""
     doc = json.loads(Path(path).read_text())
+    from .adapt import check_file
+    check_file(doc, None, conv.config, path)
     for kind, mods in (("attention", conv.attentions), ("linear", conv.linears)):
         saved = doc.get(kind, {})
         if mods and not saved:

@@ -137,10 +137,11 @@ class Softmax(Readout):
 _SOFT_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def pulse_tables(arrays, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pulse_tables(arrays, levels: int):
     """The V-side pulse factors u_r(t) (levels, R) and the read-path floor energy [fJ]
     (levels,) at the `levels` pulse widths t = l / (levels - 1) x t_max of a pulse-width DAC,
-    interpolated on the arrays' pulse-width grid (linear to ~2e-6 there)."""
+    interpolated on the arrays' pulse-width grid (linear to ~2e-6 there); with R = 1 also
+    both packed in one float64 per level (one gather per lookup), else None."""
     per = _SOFT_TABLES.setdefault(arrays, {})
     if levels in per:
         return per[levels]
@@ -155,5 +156,7 @@ def pulse_tables(arrays, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
     u = ((1 - w) * arrays.V.u[:, i0] + w * arrays.V.u[:, i0 + 1]).T.float().contiguous()
     fl = dev.read_energy(dev.read.axes["vstore"].lo, tg) / FJ
     floor = ((1 - w) * fl[i0] + w * fl[i0 + 1]).float().contiguous()
-    per[levels] = (u, floor)
+    packed = (torch.stack([u[:, 0], floor], 1).contiguous().view(torch.float64).view(-1)
+              if u.shape[1] == 1 else None)
+    per[levels] = (u, floor, packed)
     return per[levels]

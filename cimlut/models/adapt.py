@@ -1,0 +1,254 @@
+"""Layer-wise adaptation of analog attention (`cimlut adapt`, the successor of `calibrate`).
+
+For every converted attention layer, the digital attention's inputs (q, k, v after the
+model's position encoding) and outputs are cached on held-out tokens (never the evaluation
+text); then per-head parameters of the hardware attention are trained to minimise the mean
+squared error to the digital output (BRECQ / LoLCATs stage 1 style), through a
+differentiable surrogate of the array: linear cells (the secant `g_lin` of the tables, as
+Leroux et al. fit their cell), q/k/v at their levels with straight-through rounding. The
+parameters per head: a score gain and bias before the readout (hardsigmoid(_norm): the
+charge gain `s_gain` and a charge `s_bias` into the charge-to-pulse; softmax: a logit
+temperature `s_temp`) and the output scale and bias. Leroux's statistics matching stays
+available as `method="match"` (`calibrate.match_outputs`).
+
+Saved with `calibrate.save` plus the readout and the cell, so that `run --calibration`
+refuses a file made for another model, readout or cell (`check_file`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .attention import GainCellAttention, attention_mask, softmax_attention
+from .calibrate import CalibrationError
+
+
+class AdaptError(CalibrationError):
+    """An adaptation that cannot run, or a saved state that does not fit."""
+
+
+@dataclass
+class Cached:
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    q_pos: torch.Tensor
+    k_pos: torch.Tensor
+    y: torch.Tensor       # the digital attention output
+
+
+def capture(model, conv, batches) -> dict[str, list[Cached]]:
+    """Run `model` on `batches` with every analog attention replaced by the digital one,
+    recording each layer's q, k, v and output (the digital model's, layer by layer)."""
+    cache: dict[str, list[Cached]] = {n: [] for n in conv.attentions}
+    saved = {}
+    for name, a in conv.attentions.items():
+        def digital(q, k, v, q_pos, k_pos, exact=False, a=a, name=name):
+            y = softmax_attention(q.float(), k.float(), v.float(), q_pos, k_pos,
+                                  causal=a.causal, window=a.config.window)
+            cache[name].append(Cached(q.detach().float(), k.detach().float(), v.detach().float(),
+                                      q_pos, k_pos, y))
+            return y.to(q.dtype)
+        saved[name] = a.forward
+        a.forward = digital
+    try:
+        with torch.no_grad(), conv.ledger.paused():
+            for ids in batches if isinstance(batches, list) else [batches]:
+                model(ids)
+    finally:
+        for name, a in conv.attentions.items():
+            a.forward = saved[name]
+    return cache
+
+
+def _ste_round(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Round to `levels` levels over [0, 1] (or [-1, 1] by magnitude), gradient straight
+    through."""
+    r = torch.sign(x) * (x.abs() * (levels - 1)).round() / (levels - 1)
+    return x + (r - x).detach()
+
+
+class Surrogate(torch.nn.Module):
+    """The attention of one GainCellAttention with linear cells, differentiable in its
+    per-head score gain/bias (or temperature) and output scale/bias."""
+
+    def __init__(self, att: GainCellAttention):
+        super().__init__()
+        self.att = att
+        H = att.H
+        self.gain = torch.nn.Parameter(torch.zeros(H))    # log of the score gain factor
+        self.bias = torch.nn.Parameter(torch.zeros(H))    # score bias, units of saturation
+        self.out_scale = torch.nn.Parameter(torch.zeros(H))   # log factor
+        self.out_bias = torch.nn.Parameter(torch.zeros(H))
+
+    def forward(self, c: Cached) -> torch.Tensor:
+        att, cfg, ar = self.att, self.att.config, self.att.arrays
+        sh = lambda t: t.view(1, -1, 1, 1)
+        with torch.no_grad():
+            qh, kh, vh = att._normalized(c.q, c.k, c.v)
+        if not cfg.ideal or cfg.ideal_levels:
+            qh, kh, vh = _ste_round(qh, ar.Lq), _ste_round(kh, ar.Lkv), _ste_round(vh, ar.Lkv)
+        off = ar.offset
+        rep = lambda x: x.repeat_interleave(att.g, 1)
+        s = qh @ rep(kh - off).transpose(-1, -2)                        # normalized charge
+        mask = attention_mask(c.q_pos, c.k_pos, att.causal, cfg.window)
+        g = torch.exp(self.gain)
+        ro = att.readout.name
+        if ro == "softmax":
+            # S in fC = unit * s; logits = S * logit_per_fc (which holds s_temp)
+            logits = s * att._unit() * sh(att._logit_per_fc()) * sh(g)
+            w = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
+            y = w @ rep(vh - off) * att._unit() / sh(att.out_fs)         # as the module
+        else:
+            s_sat = ar.q_sat / (att.s_gain * att._unit())
+            phi = (s / sh(s_sat) * sh(g) + sh(att.s_bias / ar.q_sat + self.bias)).clamp(0, 1) * mask
+            y = phi @ rep(vh - off)
+            if ro == "hardsigmoid_norm":
+                z = phi.sum(-1, keepdim=True) * (1 - off)
+                y = torch.where(z > 0, y / z.clamp(min=1e-30), torch.zeros_like(y))
+            else:
+                y = y * att._unit() / sh(att.out_fs)
+        y = y * sh(att.out_scale) + sh(att.out_bias)
+        y = y * sh(torch.exp(self.out_scale)) + sh(self.out_bias)
+        return att._unchan(y)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Fold the trained parameters into the module's buffers."""
+        att = self.att
+        g, c, d = torch.exp(self.gain), torch.exp(self.out_scale), self.out_bias
+        if att.readout.name == "softmax":
+            att.s_temp.mul_(g)
+        else:
+            att.s_gain.mul_(g)
+            att.s_bias.add_(self.bias * att.arrays.q_sat)
+        att.out_scale.mul_(c)
+        att.out_bias.mul_(c).add_(d)
+
+
+def _loss(sur: Surrogate, data: list[Cached]) -> torch.Tensor:
+    return sum(((sur(c) - c.y) ** 2).mean() for c in data) / len(data)
+
+
+def adapt_layer(att: GainCellAttention, train: list[Cached], val: list[Cached], steps: int,
+                lr: float = 0.05) -> dict:
+    """Train one layer's surrogate on `train`, fold it in; held-out MSE before and after
+    (on `val`), measured through the surrogate."""
+    sur = Surrogate(att)
+    opt = torch.optim.Adam(sur.parameters(), lr=lr)
+    with torch.no_grad():
+        before = float(_loss(sur, val))
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = _loss(sur, train)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(_loss(sur, val))
+    if not after <= before:          # never make a layer worse on held-out data
+        return {"val_before": before, "val_after": before, "kept": False}
+    sur.apply()
+    return {"val_before": before, "val_after": after, "kept": True}
+
+
+def adapt(model, conv, train_batches, val_batches, steps: int = 100,
+          progress: bool = True) -> list[dict]:
+    """Layer-wise adaptation of every analog attention (ranges must be observed first)."""
+    if not conv.attentions:
+        raise AdaptError("nothing to adapt: no analog attention (analog = 'linear' or 'none')")
+    train = capture(model, conv, train_batches)
+    val = capture(model, conv, val_batches)
+    items = list(conv.attentions.items())
+    if progress:
+        from tqdm import tqdm
+        items = tqdm(items, desc="adapting layers", unit="layer")
+    out = []
+    for name, att in items:
+        r = adapt_layer(att, train[name], val[name], steps)
+        att.reset_kv_cache()
+        out.append({"layer": name, **r})
+    return out
+
+
+# ------------------------------------------------------------------ files
+def check_file(doc: dict, model_name: str | None, config, path) -> None:
+    """Refuse saved scalers made for another model (when `model_name` is given), attention
+    readout or K/V cell (files without attention scalers: only the model)."""
+    saved_cfg = doc.get("config", {})
+    want, have = {}, {}
+    if model_name is not None:
+        want["model"], have["model"] = model_name, doc.get("model")
+    if doc.get("attention"):
+        for key, old in (("attn_readout", "hardsigmoid"), ("kv_cell", "gaincell_2t")):
+            want[key] = getattr(config, key, old)
+            have[key] = saved_cfg.get(key, old)     # files from before the key: its old value
+    bad = [f"{k} {have[k]!r} (this run: {want[k]!r})" for k in want if have[k] != want[k]]
+    if bad:
+        raise AdaptError(f"{path}: made for another {', '.join(bad)}")
+
+
+@dataclass
+class AdaptResult:
+    model: str
+    path: Path
+    metric: str
+    digital: float
+    before: float
+    after: float
+    layers: list
+    seconds: float
+    train_tokens: int
+    val_tokens: int
+    steps: int
+
+
+def run(model_name: str, config, save_path, tokens: int = 1024, train_tokens: int = 512,
+        val_tokens: int = 256, steps: int = 100, progress: bool = True) -> AdaptResult:
+    """Convert, observe ranges, adapt on held-out tokens that follow the evaluation text
+    (train, then validation), report quality on the evaluation text before and after, save.
+    Language models only."""
+    from . import calibrate, zoo
+    from .convert import convert
+    from .evaluate import nll, token_ids
+    t0 = time.perf_counter()
+    lm = zoo.load(model_name)
+    if lm.task != "causal-lm":
+        raise AdaptError(f"adapt evaluates perplexity: {model_name} is an {lm.task} model")
+    analog, conv = convert(lm.model, config, progress=progress)
+    ids = token_ids(lm.tokenizer, tokens)
+    train = token_ids(lm.tokenizer, train_tokens, offset=tokens)
+    val = token_ids(lm.tokenizer, val_tokens, offset=tokens + train_tokens)
+    with conv.ledger.paused():
+        calibrate.calibrate_ranges(analog, conv, train)
+        digital = math.exp(nll(lm.model, ids).mean())
+        before = math.exp(nll(analog, ids).mean())
+        layers = adapt(analog, conv, train, val, steps, progress)
+        after = math.exp(nll(analog, ids).mean())
+    path = calibrate.save(save_path, conv, model_name,
+                          {"metric": "perplexity", "method": "layerwise", "digital": digital,
+                           "before": before, "after": after, "tokens": tokens,
+                           "train_tokens": train_tokens, "val_tokens": val_tokens,
+                           "train_offset": tokens, "steps": steps, "layers": layers})
+    return AdaptResult(model_name, path, "perplexity", digital, before, after, layers,
+                       time.perf_counter() - t0, train_tokens, val_tokens, steps)
+
+
+def summary(r: AdaptResult) -> str:
+    kept = sum(1 for x in r.layers if x["kept"])
+    vb = sum(x["val_before"] for x in r.layers) / len(r.layers)
+    va = sum(x["val_after"] for x in r.layers) / len(r.layers)
+    return (f"{r.model}: perplexity digital {r.digital:.3f}; analog before adaptation "
+            f"{r.before:.3f}, after {r.after:.3f} ({r.train_tokens} training + {r.val_tokens} "
+            f"validation tokens after the evaluation text, {r.steps} steps per layer, "
+            f"{kept}/{len(r.layers)} layers improved; held-out distillation MSE "
+            f"{vb:.4g} -> {va:.4g}; {r.seconds:.0f} s)\nsaved {r.path}")
+
+
+def load_check(path, model_name: str, config) -> None:
+    check_file(json.loads(Path(path).read_text()), model_name, config, path)
