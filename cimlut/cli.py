@@ -239,18 +239,32 @@ def cmd_run(args) -> int:
     from .models import evaluate
     _threads(args.threads)
     cfg = _hardware(args)
+    out = Path(args.out)
+    _writable(out)  # before minutes of model time, not after
+    if args.json:
+        _writable(Path(args.json).parent)
     report = evaluate.run(args.model, cfg, tokens=args.tokens, calibration=args.calibration,
                           decode_steps=args.decode, sentences=args.sentences,
                           progress=not args.quiet)
     print(evaluate.summary(report))
-    out = Path(args.out)
-    for p in evaluate.plots(report, out):
-        print(f"wrote {p}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    if args.json:  # the numbers first: a plot that fails must not lose them
         Path(args.json).write_text(report.to_json())
         print(f"wrote {args.json}")
+    for p in evaluate.plots(report, out):
+        print(f"wrote {p}")
     return 0
+
+
+def _writable(folder: Path) -> None:
+    """Make `folder` and prove a file can be written there, or stop with the reason."""
+    import tempfile
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cimlut-probe-"):
+            pass
+    except OSError as exc:
+        raise SystemExit(f"cimlut: cannot write to {folder}: {exc.strerror or exc}; "
+                         f"choose another folder") from None
 
 
 def cmd_calibrate(args) -> int:
@@ -258,6 +272,7 @@ def cmd_calibrate(args) -> int:
     _threads(args.threads)
     cfg = _hardware(args)
     save = args.save or f"out/calibration/{Path(args.model).name}-{cfg.analog}.json"
+    _writable(Path(save).parent)
     result = calibrate.run(args.model, cfg, save, tokens=args.tokens,
                            calib_tokens=args.calib_tokens, passes=args.passes,
                            progress=not args.quiet)

@@ -51,12 +51,67 @@ quantities.v_sn = { signal = "v(sn)", units = "V" }
     (('corners = ["tt", "ss"]', 'corners = ["tt", "xx"]'), "tables.read.corners", "unknown"),
     (("logspace = [-6, -3, 4]", "logspace = [-6, -1, 4]"), "tables.retention.inner",
      "leaves the analysis range"),
+    # values of the wrong kind are refused, not converted or truncated
+    (("values = [0.5, 0.7, 0.9]", 'linspace = ["0.5", "0.9", "3"]'), "tables.read.axes.vstore",
+     "must be a number"),
+    (("values = [0.5, 0.7, 0.9]", "linspace = [0.5, 0.9, 3.7]"), "tables.read.axes.vstore",
+     "must be an integer"),
+    (("values = [0.5, 0.7, 0.9]", 'values = [0.5, "0.7"]'), "tables.read.axes.vstore",
+     "list of numbers"),
+    (('corners = ["tt", "ss"]', 'corners = "tt"'), "tables.read.corners", "must be a list"),
+    (('quantities.qread = { measure = "qread", units = "C" }', 'quantities.qread = "qread"'),
+     "tables.read.quantities.qread", "is a table"),
+    (('inner = { name = "time", units = "s", logspace = [-6, -3, 4] }', 'inner = "time"'),
+     "tables.retention.inner", "is a table"),
+    (('measure = "qread", units = "C" }', 'measure = "qread", units = "C", floor = "big" }'),
+     "tables.read.quantities.qread", "floor = 'big' must be a number"),
+    (('cell = "gaincell_2t"', 'cell = "gaincell_2t"\ntables.transfer = 5'), "tables.transfer",
+     "is a table"),
+    (("values = [0.5, 0.7, 0.9]", "linspace = [0, 0.9, 1000000000]"), "tables.read.axes.vstore",
+     "1,000,000,000 values"),
 ])
 def test_bad_specs_are_rejected_naming_file_and_key(tmp_path, change, key, words):
     p = write_spec(tmp_path, GOOD.replace(*change))
     with pytest.raises(SpecError) as info:
         load_spec(p)
     assert info.value.key == key and words in str(info.value) and str(p) in str(info.value)
+
+
+PV = """
+cell = "rram_1t1r"
+[tables.pv]
+procedure = "program_verify"
+axes.target = { units = "S", values = [1e-5, 2e-5] }
+quantities.g_reached = { procedure = "g_reached", units = "S" }
+settings = { max_pulses = 30 }
+montecarlo = { seed = 1, samples = 2, params = { gini = { rel_sigma = 0.05 } } }
+"""
+
+
+@pytest.mark.parametrize("change,key,words", [
+    (("max_pulses = 30", 'max_pulses = "30"'), "tables.pv.settings.max_pulses", "must be an integer"),
+    (("max_pulses = 30", "max_pulses = 30.5"), "tables.pv.settings.max_pulses", "must be an integer"),
+    (("seed = 1,", "seed = 1, sampels = 3,"), "tables.pv.montecarlo", "unknown key(s) sampels"),
+    (("rel_sigma = 0.05", "rel_sigma = 0.05, mean = 2"), "tables.pv.montecarlo.params.gini",
+     "unknown key(s) mean"),
+    (("rel_sigma = 0.05", 'rel_sigma = "0.05"'), "tables.pv.montecarlo.params.gini", "rel_sigma"),
+])
+def test_bad_procedure_and_montecarlo_specs_are_rejected(tmp_path, change, key, words):
+    load_spec(write_spec(tmp_path, PV))  # the unchanged spec is good
+    p = write_spec(tmp_path, PV.replace(*change))
+    with pytest.raises(SpecError) as info:
+        load_spec(p)
+    assert info.value.key == key and words in str(info.value)
+
+
+def test_a_huge_grid_is_refused_before_any_point_is_hashed(tmp_path):
+    from cimlut.characterize.sweep import check_size
+    spec = load_spec(write_spec(tmp_path, GOOD.replace("values = [0.5, 0.7, 0.9]",
+                                                       "linspace = [0, 0.9, 100000]")))
+    with pytest.raises(SpecError, match=r"400,002 points \(read 400,000, retention 2\): about "
+                       r"[\d.]+ h on 2 worker.*--max-points 200,000"):
+        check_size(spec, jobs=2)
+    assert check_size(load_spec(write_spec(tmp_path, GOOD))) == 2 * 2 * 3 + 2
 
 
 def test_shipped_specs_load():

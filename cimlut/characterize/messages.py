@@ -29,6 +29,9 @@ _BENIGN = re.compile(
 _METRIC_NOISE = re.compile(r"^\s*(unsupported ngspice version)|cannot recover and awaits"
                            r"|ngspice exit request|there aren't any circuits loaded|simulation interrupted due to error",
                            re.I)
+# warnings where ngspice replaced a value the deck got wrong and went on: an element line
+# without a value ("R1 a 0") becomes 1 mOhm, a result of a circuit nobody drew
+_REPAIRED = re.compile(r"resistance too? low, set to", re.I)
 _LINE_NO = re.compile(r"line no\.\s*(\d+)", re.I)
 
 
@@ -42,6 +45,8 @@ def classify(line: str) -> Message:
     text = line.rstrip()
     if _CONVERGENCE.search(text):
         return Message("convergence", text)
+    if _REPAIRED.search(text):
+        return Message("error", text + " (an element line without its value?)")
     if _METRIC_NOISE.search(text) or _BENIGN.search(text):
         return Message("note", text)
     if _ERROR.search(text):

@@ -122,10 +122,38 @@ class CellSpec:
     text: str
 
 
+MAX_AXIS = 100_000  # values per axis: a larger count is a typo, refused before it is made
 _TABLE_KEYS = {"testbench", "doc", "corners", "temperature", "axes", "inner", "quantities",
                "montecarlo", "procedure", "settings"}
 _AXIS_KEYS = {"units", "values", "linspace", "logspace", "long_name", "name", "interp"}
 _QUANTITY_KEYS = {"measure", "signal", "procedure", "units", "interp", "floor"}
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _table(path, key, value, what: str) -> dict:
+    """A spec entry that must be a TOML table."""
+    if not isinstance(value, dict):
+        raise SpecError(path, key, f"{what} is a table ({{...}} or a [section]), "
+                        f"not {type(value).__name__} {value!r}")
+    return value
+
+
+def _known(path, key, d: dict, allowed, what: str = "key") -> None:
+    extra = set(d) - set(allowed)
+    if extra:
+        raise SpecError(path, key, f"unknown {what}(s) {', '.join(sorted(extra))}; "
+                        f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _number(path, key, value, what: str, integer: bool = False) -> float:
+    if not _is_number(value) or (integer and not float(value).is_integer()):
+        kind = "an integer" if integer else "a number"
+        raise SpecError(path, key, f"{what} = {value!r} must be {kind} (TOML numbers are "
+                        f"written without quotes)")
+    return float(value)
 
 
 def _values(path, key, d) -> np.ndarray:
@@ -133,16 +161,23 @@ def _values(path, key, d) -> np.ndarray:
     if len(given) != 1:
         raise SpecError(path, key, "give exactly one of values, linspace, logspace")
     kind = given[0]
-    try:
-        if kind == "values":
-            vals = np.asarray(d["values"], dtype=float)
-        else:
-            lo, hi, n = d[kind]
-            fn = np.linspace if kind == "linspace" else np.logspace
-            vals = fn(float(lo), float(hi), int(n))
-    except (TypeError, ValueError) as exc:
-        raise SpecError(path, key, f"{kind} must be numbers ([start, stop, count] for "
-                        f"linspace/logspace): {exc}") from None
+    raw = d[kind]
+    if kind == "values":
+        if not isinstance(raw, list) or not all(_is_number(v) for v in raw):
+            raise SpecError(path, key, f"values = {raw!r} must be a list of numbers "
+                            f"(without quotes)")
+        vals = np.asarray(raw, dtype=float)
+    else:
+        if not isinstance(raw, list) or len(raw) != 3:
+            raise SpecError(path, key, f"{kind} = {raw!r} must be [start, stop, count]")
+        lo = _number(path, key, raw[0], f"{kind} start")
+        hi = _number(path, key, raw[1], f"{kind} stop")
+        n = _number(path, key, raw[2], f"{kind} count", integer=True)
+        if not 1 <= n <= MAX_AXIS:
+            raise SpecError(path, key, f"{kind} asks for {int(n):,} values; an axis holds "
+                            f"1 to {MAX_AXIS:,}")
+        fn = np.linspace if kind == "linspace" else np.logspace
+        vals = fn(lo, hi, int(n))
     if vals.ndim != 1 or vals.size == 0:
         raise SpecError(path, key, f"empty range from {kind} = {d[kind]!r}")
     if not np.all(np.isfinite(vals)):
@@ -155,12 +190,12 @@ def _values(path, key, d) -> np.ndarray:
 def _axis(path, key, name, d, want_units: str | None) -> Axis:
     if not isinstance(d, dict):
         raise SpecError(path, key, "an axis is a table: {units = ..., values|linspace|logspace}")
-    extra = set(d) - _AXIS_KEYS
-    if extra:
-        raise SpecError(path, key, f"unknown key(s) {', '.join(sorted(extra))}")
+    _known(path, key, d, _AXIS_KEYS)
     units = d.get("units")
     if units is None:
         raise SpecError(path, key, "units missing")
+    if not isinstance(units, str):
+        raise SpecError(path, key, f"units = {units!r} must be a string")
     if want_units is not None and units != want_units:
         raise SpecError(path, key, f"unit mismatch: {units!r} given, the deck parameter is "
                         f"in {want_units!r}")
@@ -176,27 +211,32 @@ def _axis(path, key, name, d, want_units: str | None) -> Axis:
 def load_spec(path: str | Path) -> CellSpec:
     """Read and check a spec; raise SpecError naming the file and key on the first fault."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(path, "file", f"cannot read the spec: {exc}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(path, "toml", str(exc)) from None
     cell = raw.get("cell")
-    if cell not in CELLS:
+    if not isinstance(cell, str) or cell not in CELLS:
         raise SpecError(path, "cell", f"unknown cell {cell!r}; known: {', '.join(CELLS)}")
     extra = set(raw) - {"cell", "tables"}
     if extra:
         raise SpecError(path, ", ".join(sorted(extra)), "unknown top-level key(s)")
     tables = []
-    for tname, t in (raw.get("tables") or {}).items():
+    for tname, t in _table(path, "tables", raw.get("tables") or {}, "tables").items():
         k = f"tables.{tname}"
-        extra = set(t) - _TABLE_KEYS
-        if extra:
-            raise SpecError(path, k, f"unknown key(s) {', '.join(sorted(extra))}")
+        _table(path, k, t, "a table spec")
+        _known(path, k, t, _TABLE_KEYS)
+        for sub in ("axes", "quantities", "settings", "montecarlo", "inner", "temperature"):
+            if sub in t:
+                _table(path, f"{k}.{sub}", t[sub], sub)
         tbs = {tb.name: tb for tb in CELLS[cell].testbenches}
         procedure, settings = t.get("procedure"), ()
         if procedure is not None:
-            if procedure not in PROCEDURES:
+            if not isinstance(procedure, str) or procedure not in PROCEDURES:
                 raise SpecError(path, f"{k}.procedure", f"unknown procedure {procedure!r}; "
                                 f"known: {', '.join(PROCEDURES)}")
             ptb, _, defaults = PROCEDURES[procedure]
@@ -208,15 +248,25 @@ def load_spec(path: str | Path) -> CellSpec:
             if bad:
                 raise SpecError(path, f"{k}.settings", f"unknown setting(s) {', '.join(sorted(bad))};"
                                 f" {procedure} takes {', '.join(defaults)}")
-            settings = tuple((n, float(given.get(n, v))) for n, v in defaults.items())
-        if t.get("testbench") not in tbs:
+            settings = tuple((n, _number(path, f"{k}.settings.{n}", given.get(n, v), n,
+                                         integer=isinstance(v, int)))
+                             for n, v in defaults.items())
+        if not isinstance(t.get("testbench"), str) or t["testbench"] not in tbs:
             raise SpecError(path, f"{k}.testbench", f"unknown testbench {t.get('testbench')!r};"
                             f" {cell} has {', '.join(tbs)}")
         tb = tbs[t["testbench"]]
         deck = tb.deck()
         in_deck = deck.default_params()
         declared = {p.name: p for p in CELLS[cell].params + tb.params}
-        corners = tuple(t.get("corners", ["tt"]))
+        corners = t.get("corners", ["tt"])
+        if not isinstance(corners, list):
+            raise SpecError(path, f"{k}.corners", f"corners = {corners!r} must be a list, "
+                            f"e.g. [\"tt\"]")
+        corners = tuple(corners)
+        if not all(isinstance(c, str) for c in corners):
+            raise SpecError(path, f"{k}.corners", f"corners must be names, e.g. [\"tt\", \"ss\"]")
+        if len(set(corners)) != len(corners):
+            raise SpecError(path, f"{k}.corners", f"a corner is listed twice: {list(corners)}")
         bad = [c for c in corners if c not in CORNERS]
         if bad or not corners:
             raise SpecError(path, f"{k}.corners", f"unknown or no corner(s) {bad}; "
@@ -226,6 +276,7 @@ def load_spec(path: str | Path) -> CellSpec:
         axes = []
         for aname, a in (t.get("axes") or {}).items():
             ak = f"{k}.axes.{aname}"
+            _table(path, ak, a, "an axis")
             if procedure == "program_verify" and aname == "target":
                 axes.append(_axis(path, ak, aname, a, "S"))
                 continue
@@ -238,8 +289,8 @@ def load_spec(path: str | Path) -> CellSpec:
         if "inner" in t:
             ik = f"{k}.inner"
             name = t["inner"].get("name")
-            if not name:
-                raise SpecError(path, ik, "inner axis needs a name")
+            if not name or not isinstance(name, str):
+                raise SpecError(path, ik, "inner axis needs a name (a string)")
             inner = _axis(path, ik, name, t["inner"], None)
             lo, hi = deck.analysis_range()
             if inner.values[0] < lo or inner.values[-1] > hi:
@@ -251,10 +302,10 @@ def load_spec(path: str | Path) -> CellSpec:
         signals = {s.name: s for s in tb.signals}
         for qname, q in (t.get("quantities") or {}).items():
             qk = f"{k}.quantities.{qname}"
-            extra = set(q) - _QUANTITY_KEYS
-            if extra:
-                raise SpecError(path, qk, f"unknown key(s) {', '.join(sorted(extra))}")
-            interp, floor = q.get("interp", "linear"), float(q.get("floor", 0.0))
+            _table(path, qk, q, "a quantity")
+            _known(path, qk, q, _QUANTITY_KEYS)
+            interp = q.get("interp", "linear")
+            floor = _number(path, qk, q.get("floor", 0.0), "floor")
             if interp not in ("linear", "log", "asinh") or (interp == "asinh" and floor <= 0):
                 raise SpecError(path, qk, "interp must be linear, log, or asinh with floor > 0")
             if sum(x in q for x in ("measure", "signal", "procedure")) != 1:
@@ -287,21 +338,24 @@ def load_spec(path: str | Path) -> CellSpec:
         mc = None
         if "montecarlo" in t:
             mk, m = f"{k}.montecarlo", t["montecarlo"]
-            try:
-                seed, samples = int(m["seed"]), int(m["samples"])
-            except (KeyError, TypeError, ValueError):
-                raise SpecError(path, mk, "needs integer seed and samples") from None
+            _known(path, mk, m, {"seed", "samples", "params"})
+            if not all(_is_number(m.get(x)) and float(m[x]).is_integer() for x in ("seed", "samples")):
+                raise SpecError(path, mk, "needs integer seed and samples")
+            seed, samples = int(m["seed"]), int(m["samples"])
             if samples < 1:
                 raise SpecError(path, mk, "samples must be >= 1")
             drawn = []
-            for pname, d in sorted((m.get("params") or {}).items()):
+            for pname, d in sorted(_table(path, f"{mk}.params", m.get("params") or {},
+                                          "params").items()):
+                _table(path, f"{mk}.params.{pname}", d, "a varied parameter")
+                _known(path, f"{mk}.params.{pname}", d, {"rel_sigma", "sigma"})
                 if pname not in in_deck:
                     raise SpecError(path, f"{mk}.params.{pname}", f"{tb.path.name} has no "
                                     f".param {pname}")
                 if pname in {a.name for a in axes}:
                     raise SpecError(path, f"{mk}.params.{pname}", "is also a swept axis")
                 kinds = [x for x in ("rel_sigma", "sigma") if x in d]
-                if len(kinds) != 1 or float(d[kinds[0]]) < 0:
+                if len(kinds) != 1 or not _is_number(d[kinds[0]]) or float(d[kinds[0]]) < 0:
                     raise SpecError(path, f"{mk}.params.{pname}", "give rel_sigma (lognormal) "
                                     "or sigma (normal, in the parameter's units), >= 0")
                 nominal = spice_number(in_deck[pname])

@@ -105,10 +105,43 @@ def save(path: str | Path, conv, model_name: str, extra: dict | None = None) -> 
     return path
 
 
+def read_calibration(path: str | Path) -> dict:
+    """A calibration file saved by `save`, checked for form (not yet against a model): a
+    missing, unreadable or malformed file is a CalibrationError naming it."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CalibrationError(f"{path}: no such calibration file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"{path}: cannot read the calibration file ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"{path}: not a calibration file (not JSON: line {exc.lineno}, "
+                               f"column {exc.colno}: {exc.msg}); write one with "
+                               f"`cimlut calibrate --save`") from None
+    if not isinstance(doc, dict) or "model" not in doc or not isinstance(doc.get("config"), dict):
+        raise CalibrationError(f"{path}: not a calibration file (JSON without the model and "
+                               f"config that `cimlut calibrate --save` writes)")
+    for kind in ("attention", "linear"):
+        mods = doc.get(kind, {})
+        if not isinstance(mods, dict) or not all(
+                isinstance(m, dict) and all(_numbers(v) for v in m.values())
+                for m in mods.values()):
+            raise CalibrationError(f"{path}: the {kind!r} entry is not a table of modules "
+                                   f"holding numbers")
+    return doc
+
+
+def _numbers(value) -> bool:
+    if isinstance(value, list):
+        return all(_numbers(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def apply_calibration(model, conv, path: str | Path) -> None:
     """Load scalers and ranges saved by `save`; a module named in neither side is an error,
     and so is a file made for another attention readout or K/V cell."""
-    doc = json.loads(Path(path).read_text())
+    doc = read_calibration(path)
     from .adapt import check_file
     check_file(doc, None, conv.config, path)
     for kind, mods in (("attention", conv.attentions), ("linear", conv.linears)):
@@ -162,6 +195,8 @@ def run(model_name: str, config, save_path: str | Path, tokens: int = 512,
     matching passes; save. Language models: `tokens` of text; MiniLM: tokens/32 sentences."""
     from . import zoo
     from .convert import convert
+    from .preflight import check_inputs
+    check_inputs(config)
     t0 = time.perf_counter()
     lm = zoo.load(model_name)
     analog, conv = convert(lm.model, config, progress=progress)

@@ -22,6 +22,7 @@ from .calibrate import apply_calibration, calibrate_ranges
 from .config import HardwareConfig
 from .convert import convert
 from .ledger import Ledger
+from .preflight import check_inputs
 
 
 @dataclass
@@ -93,6 +94,7 @@ def run(model_name: str = "smollm2", config: HardwareConfig | None = None, token
     """The end-to-end job: the digital reference and its analog conversion on the same
     text, with the analog run's ledger."""
     config = config or HardwareConfig()
+    check_inputs(config, calibration)
     t0 = time.perf_counter()
     lm = loaded or zoo.load(model_name)
     seconds = {"load": time.perf_counter() - t0}

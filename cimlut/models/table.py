@@ -154,6 +154,19 @@ class Table:
             attrs["file"] = {k: _text(v) if isinstance(v, (bytes, str)) else v
                              for k, v in f.attrs.items()}
             status = np.asarray(g["status"][ci]) if "status" in g else None
+        for n, q in qs.items():
+            bad = ~np.isfinite(q.values)
+            if bad.any():
+                flags = ""
+                if status is not None:
+                    from ..tablefile import STATUS
+                    codes, counts = np.unique(status[status != 0], return_counts=True)
+                    flags = "; status " + ", ".join(f"{STATUS[c] if 0 <= c < len(STATUS) else c}"
+                                                    f" {k}" for c, k in zip(codes, counts))
+                raise TableError(f"{where}: {int(bad.sum())} of {bad.size} values of {n!r} at "
+                                 f"corner {corner} are not finite (points that did not simulate"
+                                 f"{flags}); the simulator needs every point: rebuild the table "
+                                 f"(`cimlut tables build`) or widen the retry options")
         table = cls(path, group, corner, ax, qs, attrs, policy)
         table.status = status
         table._check(axes or {}, quantities or {})
