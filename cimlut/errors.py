@@ -18,3 +18,7 @@ class SetupError(CimlutError, RuntimeError):
 class FileFormatError(CimlutError, ValueError):
     """A data file (table, golden, cache, calibration) that cannot be read as what it should
     be: truncated, corrupt, or of another kind. The message names the file."""
+
+
+class UsageError(CimlutError, ValueError):
+    """An argument of an API call outside what it can mean (the CLI's own checks say the same)."""

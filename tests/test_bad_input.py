@@ -23,6 +23,13 @@ from cimlut.errors import CimlutError
 from cimlut.paths import data_dir
 
 BACKENDS = ("shared", "subprocess")
+TWO_POINTS = textwrap.dedent("""\
+    cell = "charge_to_pulse"
+    [tables.transfer]
+    testbench = "transfer"
+    axes.qin = { units = "C", values = [20e-15, 60e-15] }
+    quantities.tpulse = { measure = "tpulse", units = "s" }
+    """)
 CIMLUT = Path(sys.executable).parent / "cimlut"
 
 
@@ -122,13 +129,7 @@ def test_a_crafted_cache_row_cannot_execute_code(tmp_path):
     from cimlut.characterize.spec import load_spec
     from cimlut.characterize.sweep import build
     spec_file = tmp_path / "tables.toml"
-    spec_file.write_text(textwrap.dedent("""\
-        cell = "charge_to_pulse"
-        [tables.transfer]
-        testbench = "transfer"
-        axes.qin = { units = "C", values = [20e-15, 60e-15] }
-        quantities.tpulse = { measure = "tpulse", units = "s" }
-        """))
+    spec_file.write_text(TWO_POINTS)
     spec = load_spec(spec_file)
     out = tmp_path / "out"
     build(spec, out, jobs=1, progress=False, log=lambda *_: None)
@@ -177,13 +178,7 @@ def test_tables_build_without_out_leaves_the_shipped_tables_byte_identical(tmp_p
     shipped = data_dir() / "tables"
     before = _digest(shipped)
     spec = tmp_path / "two.toml"
-    spec.write_text(textwrap.dedent("""\
-        cell = "charge_to_pulse"
-        [tables.transfer]
-        testbench = "transfer"
-        axes.qin = { units = "C", values = [20e-15, 60e-15] }
-        quantities.tpulse = { measure = "tpulse", units = "s" }
-        """))
+    spec.write_text(TWO_POINTS)
     monkeypatch.chdir(tmp_path)
     assert main(["tables", "build", str(spec), "--jobs", "1", "--quiet"]) == 0
     assert (tmp_path / "out" / "tables" / "charge_to_pulse.h5").is_file()

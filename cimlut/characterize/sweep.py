@@ -170,9 +170,9 @@ def _points(t: TableSpec, deck: Deck):
 
 
 MAX_POINTS = 200_000
-# Measured: the shipped specs (all three cells) run at about this many seconds per point on
-# one worker of a 2-core machine, the sky130 parse per corner included.
-SECONDS_PER_POINT = 0.02
+# Measured: the shipped specs from an empty cache on one worker of a loaded 2-core machine,
+# sky130 parses included: gaincell_2t 8,420 points in 644 s, rram_1t1r 4,139 in 322 s.
+SECONDS_PER_POINT = 0.078
 
 
 def check_size(spec: CellSpec, max_points: int | None = None, jobs: int = 1) -> int:

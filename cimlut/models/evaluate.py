@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from . import zoo
 from .calibrate import apply_calibration, calibrate_ranges
 from .config import HardwareConfig
@@ -94,6 +95,10 @@ def run(model_name: str = "smollm2", config: HardwareConfig | None = None, token
     """The end-to-end job: the digital reference and its analog conversion on the same
     text, with the analog run's ledger."""
     config = config or HardwareConfig()
+    if tokens < 2 or sentences < 1 or decode_steps < 0 or range_tokens < 2:
+        raise UsageError(f"tokens={tokens} (>= 2: perplexity predicts the next token), "
+                         f"sentences={sentences} (>= 1), decode_steps={decode_steps} (>= 0), "
+                         f"range_tokens={range_tokens} (>= 2)")
     check_inputs(config, calibration)
     t0 = time.perf_counter()
     lm = loaded or zoo.load(model_name)
