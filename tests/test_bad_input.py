@@ -365,6 +365,32 @@ def test_a_long_deck_stops_on_ctrl_c(tmp_path, backend):
     assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
 
 
+def test_ctrl_c_stops_a_table_build_and_keeps_finished_chunks(tmp_path):
+    spec = tmp_path / "many.toml"
+    spec.write_text(TWO_POINTS.replace("values = [20e-15, 60e-15]", "linspace = [1e-15, 150e-15, 400]"))
+    cmd = [str(CIMLUT), "tables", "build", str(spec), "--jobs", "2", "--out", str(tmp_path / "o"),
+           "--quiet"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    db = tmp_path / "o" / ".cache" / "charge_to_pulse.sqlite"
+
+    def kept() -> int:
+        try:
+            with sqlite3.connect(db) as c:
+                return c.execute("SELECT COUNT(*) FROM points_v2").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+    t0 = time.monotonic()
+    while kept() == 0 and time.monotonic() - t0 < 120:  # some chunks done, more queued
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = p.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10 and p.returncode == 130 and "Traceback" not in err
+    assert 0 < kept() < 400
+    assert not (tmp_path / "o" / "charge_to_pulse.h5").exists()
+
+
 def test_every_cli_error_is_a_cimlut_error():
     """The CLI prints CimlutError as one line: the errors it raises must all be under it."""
     from cimlut.characterize.errors import SpiceError

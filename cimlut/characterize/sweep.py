@@ -183,8 +183,9 @@ def check_size(spec: CellSpec, max_points: int | None = None, jobs: int = 1) -> 
     total = sum(sizes.values())
     if total > limit:
         hours = total * SECONDS_PER_POINT / max(jobs, 1) / 3600
+        took = f"{hours:,.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
         parts = ", ".join(f"{n} {c:,}" for n, c in sizes.items())
-        raise SpecError(spec.path, "tables", f"{total:,} points ({parts}): about {hours:,.1f} h "
+        raise SpecError(spec.path, "tables", f"{total:,} points ({parts}): about {took} "
                         f"on {jobs} worker(s) at {SECONDS_PER_POINT * 1e3:g} ms per point; "
                         f"more than --max-points {limit:,}. Coarsen the grid, or raise "
                         f"--max-points to build it")
@@ -261,14 +262,23 @@ def _execute(calls, jobs, executor, scheduler):
     if executor != "local":
         raise ValueError(f"unknown executor {executor!r}; choose local or dask")
     from .workers import WorkerPool
-    with WorkerPool(jobs) as pool, ThreadPoolExecutor(len(pool.workers)) as ex:
-        futures = {ex.submit(pool.call, c, c.args[0]): c for c in calls}
-        for fut in as_completed(futures):
-            try:
-                yield fut.result()
-            except SpiceError as exc:
-                call = futures[fut]
-                yield [(key, ERROR, {"error": exc.message}) for key, _, _ in call.args[4]]
+    with WorkerPool(jobs) as pool:
+        ex = ThreadPoolExecutor(len(pool.workers))
+        try:
+            futures = {ex.submit(pool.call, c, c.args[0]): c for c in calls}
+            for fut in as_completed(futures):
+                try:
+                    rows = fut.result()
+                except SpiceError as exc:
+                    call = futures[fut]
+                    rows = [(key, ERROR, {"error": exc.message}) for key, _, _ in call.args[4]]
+                yield rows
+        except BaseException:  # Ctrl-C, or the consumer stopped: queued chunks never start
+            ex.shutdown(wait=False, cancel_futures=True)
+            pool.kill()
+            raise
+        finally:
+            ex.shutdown(wait=True)
 
 
 def _assemble(t: TableSpec, pts, results) -> TableData:

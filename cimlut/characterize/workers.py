@@ -20,6 +20,7 @@ from .result import SimResult
 
 def _serve(conn, backend: str) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's: it stops the pool
     from .runner import run
     while True:
         try:
@@ -44,6 +45,7 @@ class Worker:
 
     def __init__(self, backend: str = "shared"):
         self.backend = backend
+        self._stopped = False
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
         self._start()
@@ -65,6 +67,8 @@ class Worker:
                 status, value = self._conn.recv()
             except (EOFError, BrokenPipeError, ConnectionResetError):
                 self.process.join(timeout=5)
+                if self._stopped:
+                    raise NgspiceCrash(label, "the worker was stopped") from None
                 code = self.process.exitcode
                 why = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0
                        else f"exit code {code}")
@@ -81,7 +85,15 @@ class Worker:
     def call(self, fn, label: str = "call"):
         return self._call(("call", fn), label)
 
+    def kill(self) -> None:
+        """Stop at once (Ctrl-C): the run in flight is dropped, no worker replaces this one."""
+        self._stopped = True
+        self.process.kill()
+        self.process.join(timeout=5)
+
     def close(self) -> None:
+        if self._stopped:
+            return
         try:
             self._conn.send(None)
         except (BrokenPipeError, OSError):
@@ -137,8 +149,13 @@ class WorkerPool:
         for w in self.workers:
             w.close()
 
+    def kill(self) -> None:
+        for w in self.workers:
+            w.kill()
+
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        # an error or Ctrl-C in the caller: stop the workers instead of waiting for them
+        self.kill() if exc_type is not None else self.close()
