@@ -98,7 +98,7 @@ class HardwareConfig:
     q_signed: bool = _f(True, "", "two phases (positive, then negative part with the columns "
                         "swapped) give signed Q; Leroux uses Q in [0,1] only")
     kv_levels: int = _f(8, "", "Leroux et al.: stored K/V 8 levels in 0-0.9 V", range=(2, 1 << 16))
-    kv_cell: str = _f("gaincell_2t", "", "the K/V gain cell: its tables <kv_cell>.h5 (groups write, "
+    kv_cell: str = _f("gaincell_pp", "", "the K/V gain cell: its tables <kv_cell>.h5 (groups write, "
                       "retention, read) give the write range, mid-level and signed-product "
                       "convention (attributes); gaincell_pp: linear push-pull cell, 0.45-1.35 V "
                       "about 0.9 V; gaincell_2t: Leroux et al.'s 2T cell, 0-0.9 V about 0.45 V "

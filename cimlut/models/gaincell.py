@@ -226,10 +226,13 @@ class Factors:
     c: torch.Tensor      # (M, A)
     r: list[int]         # (M,) which u row term m uses
     residual: float      # max |G - approx| / max |G|
+    energy_rows: int = 0  # trailing u rows (and their terms, p = 0) that carry energy only
 
     @property
     def ranks(self) -> tuple[int, int]:
-        return len(self.u), len(self.p)
+        """(pulse rows, terms) of the charge itself, energy-only modes left out."""
+        extra = sum(1 for r in self.r if r >= len(self.u) - self.energy_rows)
+        return len(self.u) - self.energy_rows, len(self.p) - extra
 
     def expand(self) -> torch.Tensor:
         return torch.einsum("mx,mb,ma->xba", self.u[self.r], self.p, self.c)
@@ -284,6 +287,28 @@ def _lowrank(G: torch.Tensor, rtol: float, max_modes: int) -> Factors:
         if best is None or (f.residual <= rtol and (best.residual > rtol or len(f.p) < len(best.p))):
             best = f
     return best
+
+
+def with_energy_modes(basis: Factors, G: torch.Tensor, rtol: float, max_rows: int = 2,
+                      max_terms: int = 4) -> Factors:
+    """`basis` with pulse modes added for what `project(G, basis)` leaves (terms with p = 0:
+    they add no charge). A push-pull cell's read energy has a part that does not scale with
+    the pulse width (its read word lines' edges move the storage node by an amount that
+    depends on the stored value), which the charge's own pulse mode (~t) cannot carry."""
+    X, B, A = G.shape
+    f = basis
+    for _ in range(max_rows):
+        e, res = project(G, f)
+        if res <= rtol:
+            break
+        fit = torch.einsum("mx,ma,mb->xba", f.u[f.r], f.c, e)
+        U, s, Vh = torch.linalg.svd((G - fit).reshape(X, B * A), full_matrices=False)
+        P, s2, Ch = torch.linalg.svd((s[0] * Vh[0]).reshape(B, A), full_matrices=False)
+        k = min(max_terms, len(s2))
+        row = len(f.u)
+        f = Factors(torch.cat([f.u, U[:, :1].T]), torch.cat([f.p, f.p.new_zeros(k, B)]),
+                    torch.cat([f.c, Ch[:k]]), f.r + [row] * k, f.residual, f.energy_rows + 1)
+    return f
 
 
 def project(G: torch.Tensor, basis: Factors, scale: float = 0.0) -> tuple[torch.Tensor, float]:
@@ -381,6 +406,7 @@ class GainCellArrays:
         self.V = lowrank((qc - qr) / FC, rtol, level_floor)
         ec, er = cell(dev.read_energy, dev.ref_read_energy, tg)
         floor_v = dev.read_energy(v0, tg)[:, None, None]
+        self.V = with_energy_modes(self.V, (ec - floor_v) / FJ, energy_rtol)
         self.ev, res_ev = project((ec - floor_v) / FJ, self.V)
         er = (er - floor_v) if lv.has_reference else torch.zeros_like(er)   # no twin: nothing
         self.ev_ref, res_evr = project(er / FJ,
@@ -435,12 +461,13 @@ class GainCellArrays:
 
     @staticmethod
     def _float(f: Factors) -> Factors:
-        return Factors(f.u.float(), f.p.float(), f.c.float(), f.r, f.residual)
+        return Factors(f.u.float(), f.p.float(), f.c.float(), f.r, f.residual, f.energy_rows)
 
     def describe(self) -> str:
         rk = lambda f: f"{f.ranks[0]}x{f.ranks[1]}"
         return (f"gain-cell arrays @ {self.config.corner} {self.config.temperature} C: "
-                f"ranks (pulse x terms) QK {rk(self.K)}, PV {rk(self.V)}, QK energy {rk(self.EK)}; "
+                f"ranks (pulse x terms) QK {rk(self.K)}, PV {rk(self.V)} (+{self.V.energy_rows} "
+                f"energy-only pulse modes), QK energy {rk(self.EK)}; "
                 "residuals " + ", ".join(f"{k} {v:.2e}" for k, v in self.residuals.items()))
 
 
