@@ -1,12 +1,17 @@
 """Gain-cell attention (Leroux et al., arXiv 2409.19315): one layer's softmax(QK^T/sqrt d)V
-replaced by charge sums in gain-cell arrays and a charge-to-pulse HardSigmoid, with every
-device behaviour read from the tables; plus the digital references it is judged against.
+replaced by charge sums in gain-cell arrays and a readout (`readouts.py`: softmax with ADCs,
+Leroux's charge-to-pulse HardSigmoid, or its normalised variant), with every device
+behaviour read from the tables; plus the digital references it is judged against.
 
 Data path per head: q -> pulse widths (q_levels, two phases if signed); k, v -> write
-levels (kv_levels over the K/V cell's write range) stored in gain cells that leak with token age;
+levels (kv_levels over the K/V cell's write range; one scale per channel with
+kv_per_channel) stored in gain cells that leak with token age;
 S_ij = sum_d Q(k cell, q pulse) - Q(reference cell, q pulse) (no reference for a push-pull
-cell: its charge is signed about its mid-level); phi = charge-to-pulse(s_gain S);
-out = sum over 64-token tiles of quantized (sum_j Q(v cell, phi) - Q(reference, phi)).
+cell: its charge is signed about its mid-level); pulses p_ij = readout(S) (hardsigmoid:
+charge-to-pulse(s_gain S + s_bias); softmax: ADC, digital softmax, pulse-width DAC);
+out = sum over 64-token tiles of quantized (sum_j Q(v cell, p_ij) - Q(reference, p_ij)),
+divided digitally by the row's weight sum (softmax) or norm-column charge (hardsigmoid_norm).
+K and V are encoded once per key and kept with the KV cache (`_kv_operands`).
 """
 
 from __future__ import annotations
