@@ -10,7 +10,8 @@ from cimlut.models.config import HardwareConfig
 from cimlut.models.gaincell import get_arrays
 from cimlut.models.ledger import Ledger
 
-SMALL = dict(window=32, subtile=8, attn_readout="hardsigmoid")   # Leroux's path; see test_readouts
+SMALL = dict(window=32, subtile=8, attn_readout="hardsigmoid",   # Leroux's path; see
+             q_levels=16, kv_levels=8)                             # test_readouts
 
 
 def data(B=1, H=4, Hkv=2, T=20, D=8, seed=0):

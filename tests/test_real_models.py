@@ -41,8 +41,9 @@ def test_default_hardware_costs_quality_and_meters_every_part(smollm2):
     assert math.isfinite(a) and a > d
     e = conv.ledger.per_token()["energy"]
     for kind in ("rram_read", "rram_adc", "rram_dac", "gc_write", "gc_read_qk", "gc_read_pv",
-                 "c2p", "attn_dac", "attn_control", "digital"):
-        assert e[kind] > 0, kind
+                 "attn_adc", "attn_pdac", "attn_digital", "attn_dac", "attn_control", "digital"):
+        assert e[kind] > 0, kind                          # the default readout: softmax
+    assert "c2p" not in e
     # Leroux et al.'s constants: control 4 nJ + DACs 330 pJ per phase (signed q: 2 phases)
     # per token per head; 9 heads, 30 layers
     assert e["attn_control"] + e["attn_dac"] == pytest.approx((4e-9 + 2 * 330e-12) * 9 * 30,
