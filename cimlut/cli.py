@@ -143,7 +143,7 @@ def cmd_tables(args) -> int:
         from .characterize.check import check_table, format_report
         from .tablefile import open_h5
         where = Path(args.out) if args.out else data_dir() / "tables"
-        results, fails = {}, 0
+        results = {}
         for name in args.names or [p.stem for p in sorted(where.glob("*.h5"))]:
             cell, _, only = name.partition(".")
             path = where / f"{cell}.h5"

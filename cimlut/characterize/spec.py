@@ -264,7 +264,7 @@ def load_spec(path: str | Path) -> CellSpec:
                             f"e.g. [\"tt\"]")
         corners = tuple(corners)
         if not all(isinstance(c, str) for c in corners):
-            raise SpecError(path, f"{k}.corners", f"corners must be names, e.g. [\"tt\", \"ss\"]")
+            raise SpecError(path, f"{k}.corners", "corners must be names, e.g. [\"tt\", \"ss\"]")
         if len(set(corners)) != len(corners):
             raise SpecError(path, f"{k}.corners", f"a corner is listed twice: {list(corners)}")
         bad = [c for c in corners if c not in CORNERS]
