@@ -303,8 +303,11 @@ def test_check_plot_and_show_on_a_small_table(tmp_path, capsys):
     assert rep["points"] == 4 and rep["values"] == 4
     # three stored voltages 0.2 V apart on an exponential: interpolation must visibly miss
     assert 0.01 < rep["rms_rel"] < 10 and rep["max_abs"] > 0
-    ret = check_table(path, "retention", points=3, seed=3)["v_sn"]
-    assert ret["values"] == 3 * 4 and np.isfinite(ret["rms_abs"])
+    # the same points again at a 4x finer step and reltol/10: a real change, far smaller
+    conv = rep["convergence"]
+    assert conv["points"] == 4 and 0 < conv["rms_rel"] < rep["rms_rel"] / 10
+    ret = check_table(path, "retention", points=3, seed=3, convergence=False)["v_sn"]
+    assert ret["values"] == 3 * 4 and np.isfinite(ret["rms_abs"]) and "convergence" not in ret
     assert main(["tables", "plot", str(path), "--plots", str(tmp_path / "png")]) == 0
     pngs = sorted(p.name for p in (tmp_path / "png").glob("*.png"))
     assert pngs == ["gaincell_2t.read.qread.png", "gaincell_2t.retention.v_sn.png"]

@@ -197,6 +197,11 @@ class Deck:
                 return min(a, b), max(a, b)
         raise DeckParamError(str(self.path), "no .tran or .dc line")
 
+    def reltol(self) -> float:
+        """The deck's `.option reltol` (ngspice's default 1e-3 where it sets none)."""
+        m = re.search(r"reltol\s*=\s*(\S+)", "\n".join(self.source_lines()), re.I)
+        return spice_number(m.group(1)) if m else 1e-3
+
     def measure_names(self) -> list[str]:
         return [m.group(1).lower() for m in map(_MEAS.match, self.source_lines()) if m]
 

@@ -152,10 +152,8 @@ def noise_variants(deck: Deck) -> dict[str, Deck]:
     """The numerics-only changes whose effect defines the noise floor."""
     text = "\n".join(deck.source_lines()).lower()
     method = "trap" if re.search(r"method\s*=\s*gear", text) else "gear"
-    m = re.search(r"reltol\s*=\s*(\S+)", text)
-    reltol = (float(m.group(1)) if m else 1e-3) / 10
     out = {"half_step": deck.with_(step_scale=0.5),
-           "reltol/10": deck.with_(options={"reltol": reltol})}
+           "reltol/10": deck.with_(options={"reltol": deck.reltol() / 10})}
     if ".tran" in text:
         out[f"method={method}"] = deck.with_(options={"method": method})
     return out
