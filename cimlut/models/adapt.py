@@ -8,7 +8,8 @@ differentiable surrogate of the array: linear cells (the secant `g_lin` of the t
 Leroux et al. fit their cell), q/k/v at their levels with straight-through rounding. The
 parameters per head: a score gain and bias before the readout (hardsigmoid(_norm): the
 charge gain `s_gain` and a charge `s_bias` into the charge-to-pulse; softmax: a logit
-temperature `s_temp`) and the output scale and bias. Leroux's statistics matching stays
+temperature `s_temp`) and the output scale and bias. A layer keeps what it learned only if
+the module's own held-out MSE (through the tables) drops. Leroux's statistics matching stays
 available as `method="match"` (`calibrate.match_outputs`).
 
 Saved with `calibrate.save` plus the readout and the cell, so that `run --calibration`
@@ -136,24 +137,37 @@ def _loss(sur: Surrogate, data: list[Cached]) -> torch.Tensor:
     return sum(((sur(c) - c.y) ** 2).mean() for c in data) / len(data)
 
 
+@torch.no_grad()
+def _device_loss(att: GainCellAttention, data: list[Cached]) -> float:
+    """Held-out MSE of the module itself (the table model, not the surrogate)."""
+    att.reset_kv_cache()
+    led, att.ledger = att.ledger, None
+    try:
+        return sum(float(((att(c.q, c.k, c.v, c.q_pos, c.k_pos).float() - c.y) ** 2).mean())
+                   for c in data) / len(data)
+    finally:
+        att.ledger = led
+        att.reset_kv_cache()
+
+
 def adapt_layer(att: GainCellAttention, train: list[Cached], val: list[Cached], steps: int,
                 lr: float = 0.05) -> dict:
-    """Train one layer's surrogate on `train`, fold it in; held-out MSE before and after
-    (on `val`), measured through the surrogate."""
+    """Train one layer's surrogate on `train` and fold it in, kept only if the module's
+    own held-out MSE (on `val`, through the tables) drops; MSEs before and after."""
     sur = Surrogate(att)
     opt = torch.optim.Adam(sur.parameters(), lr=lr)
-    with torch.no_grad():
-        before = float(_loss(sur, val))
+    before = _device_loss(att, val)
     for _ in range(steps):
         opt.zero_grad()
         loss = _loss(sur, train)
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        after = float(_loss(sur, val))
-    if not after <= before:          # never make a layer worse on held-out data
-        return {"val_before": before, "val_after": before, "kept": False}
+    saved = att.calibration_state()
     sur.apply()
+    after = _device_loss(att, val)
+    if not after < before:           # never make a layer worse on held-out data
+        att.load_calibration_state(saved)
+        return {"val_before": before, "val_after": before, "kept": False}
     return {"val_before": before, "val_after": after, "kept": True}
 
 
