@@ -16,10 +16,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import CimlutError
 from ..paths import data_dir
 
 
-class ConfigError(ValueError):
+class ConfigError(CimlutError, ValueError):
     """A configuration key that does not exist, or a value of the wrong type or choice."""
 
 
