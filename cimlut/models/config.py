@@ -97,14 +97,16 @@ class HardwareConfig:
     window: int = _f(1024, "token", "Leroux et al.: sliding window of 1024 tokens", range=(1, 1 << 20))
     subtile: int = _f(64, "token", "Leroux et al.: 64x64 arrays, 16 sub-tiles per head", range=(1, 4096))
     q_levels: int = _f(64, "", "Q as pulse width: measured ablation (SmolLM2, softmax, "
-                       "gaincell_pp, 64 K/V levels, 1024 tokens: perplexity 14.20 at 16 levels, "
-                       "13.57 at 64, digital 12.74); Leroux et al. use 16", range=(2, 1 << 16))
+                       "64 K/V levels, 1024 tokens, gaincell_pp tables as built before shipping: "
+                       "perplexity 14.20 at 16 levels, 13.57 at 64; digital 12.74; shipped "
+                       "tables at 64: 14.34); Leroux et al. use 16", range=(2, 1 << 16))
     q_signed: bool = _f(True, "", "two phases (positive, then negative part with the columns "
                         "swapped) give signed Q; Leroux uses Q in [0,1] only")
     kv_levels: int = _f(64, "", "stored K/V write levels: measured ablation (SmolLM2, softmax, "
-                        "1024 tokens; linear cells, 256 q levels: 23.6 at 16, 14.4 at 32; gaincell_pp: "
-                        "14.83 at 32 (16 q levels), 13.57 at 64 (64 q levels); digital 12.74); "
-                        "Leroux et al. use 8", range=(2, 1 << 16))
+                        "1024 tokens; linear cells, 256 q levels: 23.6 at 16, 14.4 at 32, 12.94 "
+                        "at 64; gaincell_pp as built before shipping: 14.83 at 32 (16 q levels), "
+                        "13.57 at 64 (64 q levels); digital 12.74); Leroux et al. use 8",
+                        range=(2, 1 << 16))
     kv_cell: str = _f("gaincell_pp", "", "the K/V gain cell: its tables <kv_cell>.h5 (groups write, "
                       "retention, read) give the write range, mid-level and signed-product "
                       "convention (attributes); gaincell_pp: linear push-pull cell, 0.45-1.35 V "
