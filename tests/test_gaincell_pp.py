@@ -205,3 +205,33 @@ def test_cells_compare_shows_the_linear_cell_at_a_glance(tmp_path, capsys):
     assert pp.droop_50mv < 0.10 < 0.5 < t2.droop_50mv
     assert np.all(np.diff(pp.product) > 0) and pp.product[0] < 0 < pp.product[-1]
     assert pp.e_product == pp.e_cell and t2.e_product > t2.e_cell      # the 2T reads a twin
+
+
+def _level_inl(arrays) -> np.ndarray:
+    """Straight-line INL over the write levels of the fresh K-side charge, per pulse level
+    (level 0 reads nothing), as a fraction of the span."""
+    G = arrays.K.expand()[1:, :, 0].numpy()
+    b = np.arange(G.shape[1])
+    return np.array([np.abs(q - np.polyval(np.polyfit(b, q, 1), b)).max() / np.ptp(q) for q in G])
+
+
+def test_write_predistortion_cancels_the_static_nonlinearity():
+    """Levels through the inverse of the tables at t_max. Measured (tt, 27 C, 64 levels):
+    INL 3.7-3.9% at every pulse level without; with it 0.000% at t_max, median 0.03%, worst
+    0.38% at the shortest pulses (below the read table's 1 ns, where the response shape
+    differs from t_max's)."""
+    plain = _level_inl(get_arrays(HardwareConfig(decay=False)))
+    pre = _level_inl(get_arrays(HardwareConfig(decay=False, kv_predistort=True)))
+    assert plain.min() > 0.03
+    assert pre[-1] < 1e-3 and np.median(pre) < 2e-3 and pre.max() < 5e-3
+    pre = get_arrays(HardwareConfig(decay=False, kv_predistort=True))
+    plain = get_arrays(HardwareConfig(decay=False))
+    # the top level comes down to the bottom half's reach; the bottom level stays
+    assert pre.vw_levels[0] == pytest.approx(plain.vw_levels[0])
+    assert pre.vw_levels[-1] < plain.vw_levels[-1]
+    assert bool((pre.vw_levels[1:] > pre.vw_levels[:-1]).all())
+
+
+def test_predistortion_of_a_cell_whose_read_is_not_monotonic_is_refused():
+    with pytest.raises(CellTablesError, match="gaincell_2t.*cannot be inverted"):
+        get_arrays(HardwareConfig(kv_cell="gaincell_2t", decay=False, kv_predistort=True))

@@ -120,6 +120,10 @@ class HardwareConfig:
     decay: bool = _f(True, "", "stored K/V leak with token age (retention table)")
     attn_control_energy: float = _f(4e-9, "J/token/head", "Leroux et al.: digital control 4 nJ", range=(0.0, 1e-3))
     attn_dac_energy: float = _f(330e-12, "J/token/head", "Leroux et al.: DACs 330 pJ", range=(0.0, 1e-3))
+    kv_predistort: bool = _f(False, "", "write predistortion: K/V write levels chosen through "
+                             "the inverse of the cell's read charge at t_max (its tables at the "
+                             "operating corner and temperature), so the fresh multiply is "
+                             "linear in the level; off: levels evenly spaced in write voltage")
     ideal_levels: bool = _f(False, "", "with ideal = true, attention q, k and v still take "
                             "q_levels / kv_levels levels on linear cells (the levels ablation)")
     kv_per_channel: bool = _f(True, "", "K and V written with one scale per channel (the "

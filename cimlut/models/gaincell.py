@@ -323,6 +323,31 @@ def project(G: torch.Tensor, basis: Factors, scale: float = 0.0) -> tuple[torch.
 
 
 # --------------------------------------------------------------------------- arrays
+def predistorted_levels(dev: GainCellDevice, n: int, t: float, grid: int = 4097) -> torch.Tensor:
+    """Write predistortion: the `n` write voltages whose fresh read charge at pulse width `t`
+    lies on a straight line through the mid-level, found through the inverse of the cell's
+    own tables (write transfer, then read charge) at the operating corner and temperature.
+    The line's slope is the smaller half-secant (mid -> top, bottom -> mid), so every level
+    is reachable inside the write range; a static nonlinearity of the multiply then cancels
+    (decay and the pulse-width dependence stay)."""
+    lv = dev.levels
+    vw = torch.linspace(lv.lo, lv.hi, grid, dtype=torch.float64)
+    ref = dev.ref_charge(dev.stored(lv.mid), t)
+    q = dev.charge(dev.stored(vw), t) - ref
+    if not bool((q[1:] >= q[:-1]).all()) or not float(q[-1]) > float(q[0]):
+        raise CellTablesError(f"kv_cell {dev.cell!r}: the read charge at {t:g} s is not "
+                              f"increasing in the write voltage over {lv.lo}-{lv.hi} V: it cannot "
+                              f"be inverted for write predistortion (kv_predistort)")
+    qm = float(dev.charge(dev.stored(lv.mid), t) - ref)
+    slope = min((float(q[-1]) - qm) / (lv.hi - lv.mid), (qm - float(q[0])) / (lv.mid - lv.lo))
+    nominal = torch.linspace(lv.lo, lv.hi, n, dtype=torch.float64)
+    target = qm + slope * (nominal - lv.mid)
+    i = (torch.searchsorted(q, target) - 1).clamp(0, grid - 2)
+    dq = q[i + 1] - q[i]
+    w = torch.where(dq > 0, (target - q[i]) / dq.clamp(min=1e-300), torch.zeros_like(dq)).clamp(0, 1)
+    return vw[i] + w * (vw[i + 1] - vw[i])
+
+
 class GainCellArrays:
     """Everything attention needs from the tables for one config, shared by all layers.
 
@@ -356,6 +381,8 @@ class GainCellArrays:
         self.offset, self.has_reference = lv.offset, lv.has_reference
         self.v_twins = int(lv.has_reference)          # reference cells per V-array row
         self.vw_levels = torch.linspace(lv.lo, lv.hi, self.Lkv, dtype=torch.float64)
+        if cfg.kv_predistort:
+            self.vw_levels = predistorted_levels(dev, self.Lkv, cfg.t_max)
         self.ages = (2 * cfg.window + 1) if cfg.decay else 1
         age_s = torch.arange(self.ages, dtype=torch.float64) * cfg.token_period
 
@@ -419,7 +446,8 @@ class GainCellArrays:
         self.ev_floor_table = ((1 - w[0]) * fl[i0] + w[0] * fl[i0 + 1]).float() / FJ
 
         # ideal: Q = g_lin (v - mid) t, the secant of the tables from the mid-level to the top
-        full = dev.charge(dev.stored(lv.hi), cfg.t_max) - dev.ref_charge(vref, cfg.t_max)
+        top = self.vw_levels[-1]   # lv.hi, or the predistorted top level
+        full = dev.charge(dev.stored(top), cfg.t_max) - dev.ref_charge(vref, cfg.t_max)
         self.g_lin = float(full) / FC / ((lv.hi - lv.mid) * self.t_max)
 
         self.residuals = {"qk_charge": self.K.residual, "pv_charge": self.V.residual,
@@ -472,7 +500,8 @@ class GainCellArrays:
 
 
 ARRAY_KEYS = ("tables_dir", "kv_cell", "readout_cell", "corner", "temperature", "out_of_range",
-              "window", "q_levels", "kv_levels", "out_levels", "t_max", "token_period", "decay")
+              "window", "q_levels", "kv_levels", "out_levels", "t_max", "token_period", "decay",
+              "kv_predistort")
 
 
 @functools.lru_cache(maxsize=8)
