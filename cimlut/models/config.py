@@ -27,8 +27,9 @@ class ConfigError(CimlutError, ValueError):
 def _f(default, units: str, source: str, choices: tuple = (), range: tuple = (None, None)):
     """A config field: default, units, source, and the values it may take (`choices`, or
     `range` = (lo, hi) inclusive, None for open): a value outside is refused, not clamped.
-    Ranges bound what the models can mean, not what a design would choose: converters of
-    1-16 bits (Murmann's survey has no faster ADC above 16), -40..125 degC (automotive grade;
+    Ranges bound what the models can mean, not what a design would choose: crossbar
+    converters of 1-16 bits (Murmann's survey has no fast ADC above 16; the attention
+    readout's go to 24 for near-ideal checks), -40..125 degC (automotive grade;
     the tables' own temperature span is checked when they load), positive times, energies
     >= 0, at least two levels for any quantizer."""
     return field(default=default, metadata={"units": units, "source": source, "choices": choices,
