@@ -295,6 +295,7 @@ def cmd_adapt(args) -> int:
     _threads(args.threads)
     cfg = _hardware(args)
     save = args.save or f"out/adapt/{Path(args.model).name}-{cfg.analog}-{cfg.attn_readout}.json"
+    _writable(Path(save).parent)
     result = adapt.run(args.model, cfg, save, tokens=args.tokens, train_tokens=args.train_tokens,
                        val_tokens=args.val_tokens, steps=args.steps, progress=not args.quiet)
     print(adapt.summary(result))
@@ -433,13 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
     _hardware_args(s)
     s.add_argument("--save", help="where to write the state (default: "
                    "out/adapt/MODEL-ANALOG-READOUT.json)")
-    s.add_argument("--tokens", type=int, default=1024, help="evaluation tokens, before and after")
-    s.add_argument("--train-tokens", type=int, default=512,
+    s.add_argument("--tokens", type=_count(2), default=1024, help="evaluation tokens, before and after")
+    s.add_argument("--train-tokens", type=_count(2), default=512,
                    help="held-out training tokens (after the evaluation text)")
-    s.add_argument("--val-tokens", type=int, default=256,
+    s.add_argument("--val-tokens", type=_count(2), default=256,
                    help="held-out validation tokens (after the training tokens)")
-    s.add_argument("--steps", type=int, default=100, help="optimizer steps per layer")
-    s.add_argument("--threads", type=int)
+    s.add_argument("--steps", type=_count(1), default=100, help="optimizer steps per layer")
+    s.add_argument("--threads", type=_count(1))
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_adapt)
 
@@ -448,9 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="smollm2", help="smollm2, minilm, or a Hugging Face folder")
     _hardware_args(s)
     s.add_argument("--readouts", help="comma-separated (default: every registered readout)")
-    s.add_argument("--tokens", type=int, default=1024, help="evaluation tokens (language models)")
-    s.add_argument("--sentences", type=int, default=32, help="evaluation sentences (MiniLM)")
-    s.add_argument("--threads", type=int, help="torch threads (default: up to 2)")
+    s.add_argument("--tokens", type=_count(2), default=1024, help="evaluation tokens (language models)")
+    s.add_argument("--sentences", type=_count(1), default=32, help="evaluation sentences (MiniLM)")
+    s.add_argument("--threads", type=_count(1), help="torch threads (default: up to 2)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_readouts)
     return p

@@ -270,6 +270,16 @@ def test_a_broken_table_stops_the_run_before_the_model_loads(tmp_path, capsys, n
     assert rc == 2 and "rram_1t1r.h5" in err and words in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("verb", [["calibrate"], ["adapt"], ["readouts"]])
+def test_every_model_verb_checks_the_tables_before_the_model_loads(tmp_path, capsys,
+                                                                   no_model_load, verb):
+    folder = _tables_with(tmp_path, "gaincell_pp.h5", lambda p: p.write_bytes(b""))
+    rc = main([*verb, "--model", "smollm2", "--analog", "attention", "--set",
+               f"tables_dir={folder}", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "gaincell_pp.h5" in err and "is empty (0 bytes)" in err
+
+
 @pytest.mark.parametrize("text,words", [
     ("garbage", "not JSON"), ("", "not JSON"), ("[1]", "not a calibration file"),
     ('{"model": "x", "config": {}, "attention": {"l0": {"a": "rm -rf"}}}', "holding numbers"),

@@ -230,6 +230,8 @@ def run(model_name: str, config, save_path, tokens: int = 1024, train_tokens: in
     from . import calibrate, zoo
     from .convert import convert
     from .evaluate import nll, token_ids
+    from .preflight import check_inputs
+    check_inputs(config)   # tables and temperature before the model loads
     t0 = time.perf_counter()
     lm = zoo.load(model_name)
     if lm.task != "causal-lm":

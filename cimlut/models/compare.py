@@ -49,6 +49,8 @@ def compare(model_name: str, config: HardwareConfig, readouts=None, tokens: int 
     if unknown:
         raise ConfigError(f"unknown attention readout(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(READOUTS))}")
+    from .preflight import check_inputs
+    check_inputs(config)   # tables and temperature before the model loads
     lm = zoo.load(model_name)
     heads = attention_heads(lm.model)
     it = names
