@@ -57,12 +57,15 @@ def read_deck_text(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _command_lines(path: Path, mtime_ns: int, size: int) -> tuple[tuple[int, str], ...]:
+def _scan(path: Path, mtime_ns: int, size: int) -> tuple[tuple[tuple[int, str], ...],
+                                                        tuple[Path, ...]]:
+    """A pulled-in file's command lines and the files it includes, read once per version
+    of the file (the sky130 library is megabytes, and every run renders its deck)."""
     lines = read_deck_text(path).splitlines()
     found = [(i, ln) for i, ln in enumerate(lines, 1) if _COMMANDS.match(ln)]
     if lines and _SCRIPT.match(lines[0]):
         found.insert(0, (1, lines[0]))
-    return tuple(found)
+    return tuple(found), tuple(_include_targets(path, lines))
 
 
 def _include_targets(path: Path, lines: list[str]) -> list[Path]:
@@ -87,13 +90,13 @@ def check_pulled_in(path: Path) -> list[Path]:
             continue
         seen.append(f)
         st = f.stat()
-        bad = _command_lines(f, st.st_mtime_ns, st.st_size)
+        bad, targets = _scan(f, st.st_mtime_ns, st.st_size)
         if bad:
             no, line = bad[0]
             raise DeckRefused(str(path), f"{f}, line {no} ({line.strip()!r}), pulled in by the "
                               f"deck, holds ngspice commands: cimlut runs no commands from the "
                               f"files a deck includes (data never runs code); remove the block")
-        todo += _include_targets(f, read_deck_text(f).splitlines())
+        todo += targets
     return seen
 
 
