@@ -18,7 +18,6 @@ refuses a file made for another model, readout or cell (`check_file`).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -264,7 +263,3 @@ def summary(r: AdaptResult) -> str:
             f"validation tokens after the evaluation text, {r.steps} steps per layer, "
             f"{kept}/{len(r.layers)} layers improved; held-out distillation MSE "
             f"{vb:.4g} -> {va:.4g}; {r.seconds:.0f} s)\nsaved {r.path}")
-
-
-def load_check(path, model_name: str, config) -> None:
-    check_file(json.loads(Path(path).read_text()), model_name, config, path)
