@@ -293,11 +293,13 @@ def cmd_calibrate(args) -> int:
 def cmd_adapt(args) -> int:
     from .models import adapt
     _threads(args.threads)
+    device = adapt.check_device(args.device)   # before the slow part
     cfg = _hardware(args)
     save = args.save or f"out/adapt/{Path(args.model).name}-{cfg.analog}-{cfg.attn_readout}.json"
     _writable(Path(save).parent)
     result = adapt.run(args.model, cfg, save, tokens=args.tokens, train_tokens=args.train_tokens,
-                       val_tokens=args.val_tokens, steps=args.steps, progress=not args.quiet)
+                       val_tokens=args.val_tokens, steps=args.steps, progress=not args.quiet,
+                       device=device)
     print(adapt.summary(result))
     return 0
 
@@ -440,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-tokens", type=_count(2), default=256,
                    help="held-out validation tokens (after the training tokens)")
     s.add_argument("--steps", type=_count(1), default=100, help="optimizer steps per layer")
+    s.add_argument("--device", default="cpu", help="where the per-layer training runs: cpu "
+                   "or cuda (the model and its tables stay on the CPU)")
     s.add_argument("--threads", type=_count(1))
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_adapt)

@@ -66,3 +66,29 @@ def test_a_saved_state_for_another_readout_or_model_is_refused(tmp_path):
         adapt.check_file(doc, "tiny", cfg.replace(attn_readout="softmax"), path)
     with pytest.raises(adapt.AdaptError, match="model 'tiny' \\(this run: 'smollm2'\\)"):
         adapt.check_file(doc, "smollm2", cfg, path)
+
+
+def test_the_surrogate_on_another_device_matches_and_a_missing_device_is_refused():
+    """The training tensors move to `device` once per layer; the surrogate's output there
+    equals the CPU one, and a device torch cannot see is refused before any model loads."""
+    model = tiny()
+    m, conv = convert(model, HardwareConfig(analog="attention", ideal=True, window=64,
+                                            attn_readout="hardsigmoid_norm", subtile=16))
+    with conv.ledger.paused():
+        calibrate_ranges(m, conv, ids(32, 1))
+    c = adapt.capture(m, conv, ids(32, 2))
+    name, att = next(iter(conv.attentions.items()))
+    devices = ["cpu", "meta"] + (["cuda"] if torch.cuda.is_available() else [])
+    ref = adapt.Surrogate(att, "cpu")
+    y_ref = ref(ref.prepare(c[name][0]))
+    assert y_ref.shape == c[name][0].y.shape
+    if torch.cuda.is_available():
+        s = adapt.Surrogate(att, "cuda")
+        assert torch.allclose(s(s.prepare(c[name][0])).cpu(), y_ref, atol=1e-5)
+    if not torch.cuda.is_available():
+        with pytest.raises(adapt.AdaptError, match="sees no CUDA device"):
+            adapt.check_device("cuda")
+    with pytest.raises(adapt.AdaptError, match="'tpu0': not a torch device"):
+        adapt.check_device("tpu0")
+    with pytest.raises(adapt.AdaptError, match="trains on cpu or cuda"):
+        adapt.check_device(devices[1])

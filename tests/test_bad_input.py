@@ -410,3 +410,12 @@ def test_every_cli_error_is_a_cimlut_error():
     from cimlut.models.table import OutOfRangeError, TableError
     for cls in (SpiceError, SpecError, CalibrationError, ConfigError, OutOfRangeError, TableError):
         assert issubclass(cls, CimlutError), cls
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_adapt_on_a_missing_cuda_device_stops_before_the_model_loads(tmp_path, capsys,
+                                                                      no_model_load):
+    rc = main(["adapt", "--model", "smollm2", "--analog", "attention", "--device", "cuda",
+               "--save", str(tmp_path / "a.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--device 'cuda'" in err and "sees no CUDA device" in err

@@ -74,66 +74,93 @@ def _ste_round(x: torch.Tensor, levels: int) -> torch.Tensor:
     return x + (r - x).detach()
 
 
+@dataclass
+class Prepared:
+    """One cached batch as the surrogate trains on it: q, k, v normalised and rounded to
+    their levels once (they do not depend on the trained parameters), on the training
+    device."""
+    qh: torch.Tensor
+    kh: torch.Tensor
+    vh: torch.Tensor
+    mask: torch.Tensor
+    y: torch.Tensor
+
+
 class Surrogate(torch.nn.Module):
     """The attention of one GainCellAttention with linear cells, differentiable in its
-    per-head score gain/bias (or temperature) and output scale/bias."""
+    per-head score gain/bias (or temperature) and output scale/bias. Runs on `device`: the
+    module's constants are copied there once, the module itself stays where it is."""
 
-    def __init__(self, att: GainCellAttention):
+    def __init__(self, att: GainCellAttention, device: str | torch.device = "cpu"):
         super().__init__()
         self.att = att
+        self.device = torch.device(device)
         H = att.H
-        self.gain = torch.nn.Parameter(torch.zeros(H))    # log of the score gain factor
-        self.bias = torch.nn.Parameter(torch.zeros(H))    # score bias, units of saturation
-        self.out_scale = torch.nn.Parameter(torch.zeros(H))   # log factor
-        self.out_bias = torch.nn.Parameter(torch.zeros(H))
+        z = lambda: torch.nn.Parameter(torch.zeros(H, device=self.device))
+        self.gain = z()         # log of the score gain factor
+        self.bias = z()         # score bias, units of saturation
+        self.out_scale = z()    # log factor
+        self.out_bias = z()
+        ar, dv = att.arrays, lambda t: t.detach().float().to(self.device)
+        self.unit = float(att._unit())
+        self.c_logit = dv(att._logit_per_fc())
+        self.c_out_fs = dv(att.out_fs)
+        self.c_out_scale, self.c_out_bias = dv(att.out_scale), dv(att.out_bias)
+        self.c_s_sat = dv(ar.q_sat / (att.s_gain * self.unit))
+        self.c_s_bias = dv(att.s_bias / ar.q_sat)
+        self.c_unchan = (dv(att._chan(att.v_chan, H)) if att.per_channel else None)
 
-    def forward(self, c: Cached) -> torch.Tensor:
+    @torch.no_grad()
+    def prepare(self, c: Cached) -> Prepared:
         att, cfg, ar = self.att, self.att.config, self.att.arrays
-        sh = lambda t: t.view(1, -1, 1, 1)
-        with torch.no_grad():
-            qh, kh, vh = att._normalized(c.q, c.k, c.v)
+        qh, kh, vh = att._normalized(c.q, c.k, c.v)
         if not cfg.ideal or cfg.ideal_levels:
             qh, kh, vh = _ste_round(qh, ar.Lq), _ste_round(kh, ar.Lkv), _ste_round(vh, ar.Lkv)
-        off = ar.offset
         rep = lambda x: x.repeat_interleave(att.g, 1)
-        s = qh @ rep(kh - off).transpose(-1, -2)                        # normalized charge
         mask = attention_mask(c.q_pos, c.k_pos, att.causal, cfg.window)
+        to = lambda t: t.float().to(self.device)
+        return Prepared(to(qh), to(rep(kh - ar.offset)), to(rep(vh - ar.offset)),
+                        mask.to(self.device), to(c.y))
+
+    def forward(self, p: Prepared) -> torch.Tensor:
+        sh = lambda t: t.view(1, -1, 1, 1)
+        s = p.qh @ p.kh.transpose(-1, -2)                              # normalized charge
         g = torch.exp(self.gain)
-        ro = att.readout.name
+        ro = self.att.readout.name
         if ro == "softmax":
             # S in fC = unit * s; logits = S * logit_per_fc (which holds s_temp)
-            logits = s * att._unit() * sh(att._logit_per_fc()) * sh(g)
-            w = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
-            y = w @ rep(vh - off) * att._unit() / sh(att.out_fs)         # as the module
+            logits = s * self.unit * sh(self.c_logit) * sh(g)
+            w = torch.softmax(logits.masked_fill(~p.mask, -math.inf), -1)
+            y = w @ p.vh * self.unit / sh(self.c_out_fs)                 # as the module
         else:
-            s_sat = ar.q_sat / (att.s_gain * att._unit())
-            phi = (s / sh(s_sat) * sh(g) + sh(att.s_bias / ar.q_sat + self.bias)).clamp(0, 1) * mask
-            y = phi @ rep(vh - off)
+            phi = (s / sh(self.c_s_sat) * sh(g) + sh(self.c_s_bias + self.bias)).clamp(0, 1) * p.mask
+            y = phi @ p.vh
             if ro == "hardsigmoid_norm":
-                z = phi.sum(-1, keepdim=True) * (1 - off)
+                z = phi.sum(-1, keepdim=True) * (1 - self.att.arrays.offset)
                 y = torch.where(z > 0, y / z.clamp(min=1e-30), torch.zeros_like(y))
             else:
-                y = y * att._unit() / sh(att.out_fs)
-        y = y * sh(att.out_scale) + sh(att.out_bias)
+                y = y * self.unit / sh(self.c_out_fs)
+        y = y * sh(self.c_out_scale) + sh(self.c_out_bias)
         y = y * sh(torch.exp(self.out_scale)) + sh(self.out_bias)
-        return att._unchan(y)
+        return y / self.c_unchan if self.c_unchan is not None else y
 
     @torch.no_grad()
     def apply(self) -> None:
         """Fold the trained parameters into the module's buffers."""
         att = self.att
-        g, c, d = torch.exp(self.gain), torch.exp(self.out_scale), self.out_bias
+        cpu = lambda t: t.detach().to(att.out_scale.device)
+        g, c, d = cpu(torch.exp(self.gain)), cpu(torch.exp(self.out_scale)), cpu(self.out_bias)
         if att.readout.name == "softmax":
             att.s_temp.mul_(g)
         else:
             att.s_gain.mul_(g)
-            att.s_bias.add_(self.bias * att.arrays.q_sat)
+            att.s_bias.add_(cpu(self.bias) * att.arrays.q_sat)
         att.out_scale.mul_(c)
         att.out_bias.mul_(c).add_(d)
 
 
-def _loss(sur: Surrogate, data: list[Cached]) -> torch.Tensor:
-    return sum(((sur(c) - c.y) ** 2).mean() for c in data) / len(data)
+def _loss(sur: Surrogate, data: list[Prepared]) -> torch.Tensor:
+    return sum(((sur(p) - p.y) ** 2).mean() for p in data) / len(data)
 
 
 @torch.no_grad()
@@ -150,15 +177,16 @@ def _device_loss(att: GainCellAttention, data: list[Cached]) -> float:
 
 
 def adapt_layer(att: GainCellAttention, train: list[Cached], val: list[Cached], steps: int,
-                lr: float = 0.05) -> dict:
-    """Train one layer's surrogate on `train` and fold it in, kept only if the module's
-    own held-out MSE (on `val`, through the tables) drops; MSEs before and after."""
-    sur = Surrogate(att)
+                lr: float = 0.05, device: str = "cpu") -> dict:
+    """Train one layer's surrogate on `train` (on `device`) and fold it in, kept only if the
+    module's own held-out MSE (on `val`, through the tables) drops; MSEs before and after."""
+    sur = Surrogate(att, device)
+    data = [sur.prepare(c) for c in train]
     opt = torch.optim.Adam(sur.parameters(), lr=lr)
     before = _device_loss(att, val)
     for _ in range(steps):
         opt.zero_grad()
-        loss = _loss(sur, train)
+        loss = _loss(sur, data)
         loss.backward()
         opt.step()
     saved = att.calibration_state()
@@ -170,8 +198,22 @@ def adapt_layer(att: GainCellAttention, train: list[Cached], val: list[Cached], 
     return {"val_before": before, "val_after": after, "kept": True}
 
 
+def check_device(device: str) -> str:
+    """A torch device that exists here, or an AdaptError that says what is available."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise AdaptError(f"--device {device!r}: not a torch device ({e})") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise AdaptError(f"--device {device!r}: this torch ({torch.__version__}) sees no CUDA "
+                         "device; use --device cpu")
+    if d.type not in ("cpu", "cuda"):
+        raise AdaptError(f"--device {device!r}: adapt trains on cpu or cuda")
+    return str(d)
+
+
 def adapt(model, conv, train_batches, val_batches, steps: int = 100,
-          progress: bool = True) -> list[dict]:
+          progress: bool = True, device: str = "cpu") -> list[dict]:
     """Layer-wise adaptation of every analog attention (ranges must be observed first)."""
     if not conv.attentions:
         raise AdaptError("nothing to adapt: no analog attention (analog = 'linear' or 'none')")
@@ -183,7 +225,7 @@ def adapt(model, conv, train_batches, val_batches, steps: int = 100,
         items = tqdm(items, desc="adapting layers", unit="layer")
     out = []
     for name, att in items:
-        r = adapt_layer(att, train[name], val[name], steps)
+        r = adapt_layer(att, train[name], val[name], steps, device=device)
         att.reset_kv_cache()
         out.append({"layer": name, **r})
     return out
@@ -222,10 +264,13 @@ class AdaptResult:
 
 
 def run(model_name: str, config, save_path, tokens: int = 1024, train_tokens: int = 512,
-        val_tokens: int = 256, steps: int = 100, progress: bool = True) -> AdaptResult:
+        val_tokens: int = 256, steps: int = 100, progress: bool = True,
+        device: str = "cpu") -> AdaptResult:
     """Convert, observe ranges, adapt on held-out tokens that follow the evaluation text
     (train, then validation), report quality on the evaluation text before and after, save.
-    Language models only."""
+    Language models only. The per-layer training runs on `device` (the model and its tables
+    stay on the CPU: the training tensors are copied over once per layer)."""
+    device = check_device(device)
     from . import calibrate, zoo
     from .convert import convert
     from .evaluate import nll, token_ids
@@ -243,7 +288,7 @@ def run(model_name: str, config, save_path, tokens: int = 1024, train_tokens: in
         calibrate.calibrate_ranges(analog, conv, train)
         digital = math.exp(nll(lm.model, ids).mean())
         before = math.exp(nll(analog, ids).mean())
-        layers = adapt(analog, conv, train, val, steps, progress)
+        layers = adapt(analog, conv, train, val, steps, progress, device)
         after = math.exp(nll(analog, ids).mean())
     path = calibrate.save(save_path, conv, model_name,
                           {"metric": "perplexity", "method": "layerwise", "digital": digital,
