@@ -93,6 +93,20 @@ class HardwareConfig:
     dac_energy_per_read: float = _f(50e-15, "J", "per row driver and read (pulse or bit); "
                                     "Leroux: 330 pJ per token per head of DACs over 1024x64 rows "
                                     "gives ~5 fJ per row per read; 50 fJ is conservative", range=(0.0, 1e-9))
+    wire_row: float = _f(0.0, "ohm", "row (bit line: input) wire resistance per cell segment, "
+                         "the driver at column 0 (cimlut/models/parasitics.py); 0 = ideal wire. "
+                         "sky130 met1 at minimum width 0.14 um: 0.125 ohm/sq = 0.89 ohm/um, so "
+                         "0.89 ohm at a 1 um cell pitch; NeuroSim's minimum-width wires 0.3 "
+                         "(130 nm) to 1.6 (22 nm) ohm per cell. Default 0: on, it moves every "
+                         "shipped figure; set 0.89 for sky130", range=(0.0, 1e4))
+    wire_col: float = _f(0.0, "ohm", "column (source line: readout) wire resistance per cell "
+                         "segment, the readout below the last row; 0 = ideal wire. sky130 met1 "
+                         "0.89 ohm at a 1 um pitch; NeuroSim 0.9 (130 nm) to 4.7 (22 nm) ohm "
+                         "per cell. Default 0, as wire_row", range=(0.0, 1e4))
+    clamp_resistance: float = _f(0.0, "ohm", "input resistance of each column's readout "
+                                 "clamp: 0 = ideal virtual ground; a transimpedance amplifier "
+                                 "of feedback R_f and open-loop gain A presents R_f / (1 + A)",
+                                 range=(0.0, 1e6))
 
     # gain-cell attention
     window: int = _f(1024, "token", "Leroux et al.: sliding window of 1024 tokens", range=(1, 1 << 20))

@@ -11,6 +11,11 @@ Reads are always at +v_read (the read table's I-V spans -0.1..0.3 V and is asymm
 signed inputs need `signed_inputs`: "two_phase" (positive parts, then negative parts, each
 converted, subtracted digitally) or "offset" (inputs shifted by the range to unsigned, one
 read, the offset x column sums subtracted digitally).
+
+Wires (`wire_row`, `wire_col`, `clamp_resistance`): each tile's nodal system is solved once
+at conversion (`parasitics.py`) and `weight_cond` holds its effective matrix, exact for
+linear cells with idle rows at 0 V; the forward is unchanged. The read energy still counts
+each cell at v_read (the IR drop lowers it by the same few percent).
 """
 
 from __future__ import annotations
@@ -82,24 +87,34 @@ class CrossbarLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.observing = False
         self.program_energy = 0.0
+        self.gaps: tuple[torch.Tensor, torch.Tensor] | None = None
         self._subset = torch.Generator().manual_seed(layer_seed(config, name + "/ranges"))
 
     # ------------------------------------------------------------------ conversion
     @classmethod
     def from_linear(cls, linear: nn.Linear, config, device: RramDevice,
-                    ledger: Ledger | None = None, name: str = "") -> "CrossbarLinear":
-        """Quantize, program and read back `linear`'s weights once."""
+                    ledger: Ledger | None = None, name: str = "",
+                    keep_gaps: bool = False) -> "CrossbarLinear":
+        """Quantize, program and read back `linear`'s weights once. `keep_gaps`: keep the
+        programmed gaps [nm] of the G+ and G- cells ([in, out] each) in `gaps` (the array
+        check hands them to SPICE)."""
         m = cls(linear.in_features, linear.out_features, linear.bias is not None,
                 config, ledger, name)
-        m._program(linear.weight.detach(), device)
+        m._program(linear.weight.detach(), device, keep_gaps)
         if linear.bias is not None:
             m.bias.data.copy_(linear.bias.detach())
             m.bias.requires_grad_(linear.bias.requires_grad)
         return m.to(linear.weight.device)
 
     @torch.no_grad()
-    def _program(self, weight: torch.Tensor, device: RramDevice) -> None:
+    def _program(self, weight: torch.Tensor, device: RramDevice, keep_gaps: bool = False) -> None:
+        """With wire or clamp resistance (and not ideal), each tile's conductances become
+        its effective matrix (`parasitics.effective_pairs`): the forward stays one matmul."""
         cfg = self.config
+        half = cfg.tile_cols // 2
+        wires = (cfg.wire_row, cfg.wire_col, cfg.clamp_resistance)
+        wired = not self.ideal and any(r > 0 for r in wires)
+        gaps = ([], [])
         w = weight.to("cpu", torch.float64)
         qw = _levels(cfg.weight_bits)
         scale = w.abs().amax(1) / qw
@@ -107,6 +122,8 @@ class CrossbarLinear(nn.Module):
         g_min, dg = float(cfg.g_min), float(cfg.g_max - cfg.g_min)
         gen = torch.Generator().manual_seed(layer_seed(cfg, self.name))
         step = max(1, CHUNK // max(1, self.in_features))
+        if wired:                                  # whole tiles per chunk
+            step = max(half, step // half * half)
         energy = 0.0
         for lo in range(0, self.out_features, step):
             u = w[lo:lo + step] / scale[lo:lo + step, None]
@@ -114,17 +131,26 @@ class CrossbarLinear(nn.Module):
                 u = u.round()
             u = u / qw
             reads = []
-            for part in (u.clamp(min=0), (-u).clamp(min=0)):
+            for k, part in enumerate((u.clamp(min=0), (-u).clamp(min=0))):
                 g = g_min + dg * part
                 gap = device.program(g, gen)
                 reads.append(device.read_conductance(gap))
                 energy += float(device.program_energy(g).sum())
-            w_cond = (reads[0] - reads[1]) / dg
+                if keep_gaps:
+                    gaps[k].append(gap.T)
+            if wired:
+                from .parasitics import effective_pairs
+                m_pos, m_neg = effective_pairs(reads[0].T, reads[1].T, self.rows, half, *wires)
+                w_cond = ((m_pos - m_neg) / dg).T
+            else:
+                w_cond = (reads[0] - reads[1]) / dg
             self.weight_cond[:, lo:lo + step] = w_cond.T.float()
             self.col_sum[lo:lo + step] = w_cond.sum(1).float()
             self.row_current += ((reads[0] + reads[1]) * cfg.v_read).sum(0).float()
         self.col_scale.copy_((scale * qw).float())
         self.program_energy = energy
+        if keep_gaps:
+            self.gaps = (torch.cat(gaps[0], 1), torch.cat(gaps[1], 1))
 
     @property
     def effective_weight(self) -> torch.Tensor:
