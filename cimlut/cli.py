@@ -315,6 +315,32 @@ def cmd_readouts(args) -> int:
     return 0
 
 
+def cmd_arrays(args) -> int:
+    from .characterize import arrays
+    cfg = _hardware(args)
+    _writable(Path(args.json).resolve().parent)
+    plot = args.plot or str(Path(args.json).with_suffix(".png"))
+    report = arrays.check_tile(args.rows, args.cols, args.wire, args.wire_col, config=cfg,
+                               weights=args.weights, layer=args.layer, vectors=args.vectors,
+                               seed=args.seed, clamp_gain=args.clamp_gain,
+                               clamp_rf=args.clamp_rf, model_wire_scale=args.model_wire_scale,
+                               workdir=args.keep, progress=not args.quiet)
+    arrays.write_report(report, args.json, plot)
+    print(arrays.summary(report))
+    print(f"wrote {args.json}\nwrote {plot}")
+    return 0 if report["ok"] else 1
+
+
+def _ohms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a resistance >= 0 ohm")
+    return value
+
+
 def cmd_hardware(args) -> int:
     print(_hardware(args).describe())
     return 0
@@ -447,6 +473,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=_count(1))
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_adapt)
+
+    s = sub.add_parser("arrays", help="crossbar tiles as circuits: `arrays check` simulates "
+                       "a programmed tile in SPICE and compares the behavioural tile")
+    asub = s.add_subparsers(dest="action", required=True)
+    s = asub.add_parser("check", help="SPICE of a whole tile vs the behavioural tile, per column")
+    s.add_argument("--rows", type=_count(1), required=True)
+    s.add_argument("--cols", type=_count(2), required=True, help="physical columns (even: "
+                   "differential pairs)")
+    s.add_argument("--wire", type=_ohms, default=0.0, metavar="OHMS",
+                   help="wire resistance per cell segment, rows (and columns unless --wire-col)")
+    s.add_argument("--wire-col", type=_ohms, metavar="OHMS", help="column wire per segment")
+    s.add_argument("--clamp-gain", type=_ohms, default=0.0, metavar="A",
+                   help="finite-gain readout clamp: open-loop gain (0 = ideal virtual ground)")
+    s.add_argument("--clamp-rf", type=_ohms, default=0.0, metavar="OHMS",
+                   help="finite-gain clamp: feedback resistance")
+    s.add_argument("--weights", choices=("smollm2", "random"), default="smollm2",
+                   help="a slice of a SmolLM2 layer (default) or seeded random weights")
+    s.add_argument("--layer", default="model.layers.0.self_attn.q_proj")
+    s.add_argument("--vectors", type=_count(1), default=16, help="input vectors (rows at "
+                   "v_read or 0 V; the first all on)")
+    s.add_argument("--seed", type=_count(0), default=0)
+    s.add_argument("--model-wire-scale", type=_ohms, default=1.0, metavar="X",
+                   help="scale the wires the behavioural model assumes (a check of the check)")
+    s.add_argument("--json", required=True, help="report: top-level rms_fs, max_lsb, ok")
+    s.add_argument("--plot", help="PNG (default: beside the JSON)")
+    s.add_argument("--keep", metavar="DIR", help="keep the generated decks here")
+    _hardware_args(s)
+    _timeout_arg(s)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_arrays)
 
     s = sub.add_parser("readouts", help="one line per attention readout on the same model and "
                        "hardware: quality and attention energy per token per head")

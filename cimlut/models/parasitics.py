@@ -140,9 +140,12 @@ def _transfer(y: torch.Tensor, r_row: float, tol: float) -> torch.Tensor:
     if norm > 0 and tol(norm ** (order + 1)):
         eye = torch.eye(y.shape[-1], dtype=y.dtype)
         return torch.cholesky_inverse(torch.linalg.cholesky(eye + x))
+    # the powers of F are corrections of relative size ||F||^k <= 1e-2: float32 products
+    # carry them to ~1e-9 of T (and run ~2x faster than float64 here)
     inner, term = -f if order else torch.zeros_like(f), f
+    f32 = f.float() if order > 1 else None
     for k in range(2, order + 1):
-        term = term @ f
+        term = (term.float() @ f32).double()
         inner = inner + term if k % 2 == 0 else inner - term      # -f + f^2 - f^3 ...
     inner.diagonal(dim1=-2, dim2=-1).add_(1.0)
     return s[:, :, None] * inner * s[:, None, :]
@@ -158,12 +161,13 @@ def _solve(g: torch.Tensor, r_row: float, r_col: float, r_clamp: float) -> torch
         return torch.stack([columns(j).sum(-1) for j in range(cols)], -1)
     # a term dropped from a series costs at most ~C ||F||^(k+1) relative, over C segments
     tol = lambda rest: cols * rest > TOL                          # noqa: E731
-    w = g.new_empty(b, rows, 0)
+    w = g.new_empty(b, rows, cols)
     h = columns(cols - 1)
     y = h
     for j in range(cols - 1, -1, -1):
         t = _transfer(y, r_row, tol)
-        w = t @ torch.cat([h.sum(-1, keepdim=True), w], -1)
+        w[:, :, j] = h.sum(-1)
+        w[:, :, j:] = t @ w[:, :, j:]
         if j:
             h = columns(j - 1)
             yt = -t
