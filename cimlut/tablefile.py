@@ -22,7 +22,9 @@ import numpy as np
 from .errors import FileFormatError
 
 SCHEMA_VERSION = 1
-STATUS = ("ok", "retried_ok", "no_convergence", "measure_failed", "error")
+# missed_target: a procedure that ran to its end without meeting its target (program-and-
+# verify overshoot or too few pulses): its values are real (what the procedure reached).
+STATUS = ("ok", "retried_ok", "no_convergence", "measure_failed", "error", "missed_target")
 
 
 @dataclass

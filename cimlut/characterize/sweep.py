@@ -31,7 +31,7 @@ from .deck import Deck, models_hash
 from .errors import DeckError, DeckParamError, SpiceError
 from .spec import CellSpec, SpecError, TableSpec
 
-OK, RETRIED, NO_CONV, MEAS_FAILED, ERROR = range(len(STATUS))
+OK, RETRIED, NO_CONV, MEAS_FAILED, ERROR, MISSED = range(len(STATUS))
 ROBUST = {"method": "gear", "itl1": 500, "itl4": 100, "gminsteps": 100, "srcsteps": 100}
 CHUNK = 16
 
@@ -137,11 +137,19 @@ class BuildSummary:
     retried: int = 0
     failed: int = 0
     cached: int = 0
+    missed: int = 0
     seconds: float = 0.0
 
     def line(self) -> str:
-        return (f"points ok {self.ok}, retried {self.retried}, failed {self.failed}, "
+        missed = f", missed their target {self.missed}" if self.missed else ""
+        return (f"points ok {self.ok}, retried {self.retried}, failed {self.failed}{missed}, "
                 f"from cache {self.cached} ({self.seconds:.1f} s)")
+
+
+def pv_status(settings: dict, target: float, reached: float) -> int:
+    """Program-and-verify ran to its end: OK when the conductance reached is within `tol` of
+    the target, MISSED when it overshot (a SET pulse jumped past it) or stopped short."""
+    return OK if abs(reached / target - 1) <= float(settings["tol"]) else MISSED
 
 
 def _points(t: TableSpec, deck: Deck):
@@ -233,7 +241,9 @@ def build(spec: CellSpec, out_dir: Path, jobs: int = 2, executor: str = "local",
                     summary.failed += status not in (OK, RETRIED)
                 bar.update(len(rows))
             bar.close()
-            tables.append(_assemble(t, pts, results))
+            table = _assemble(t, pts, results)
+            summary.missed += int((table.status == MISSED).sum())
+            tables.append(table)
         from .batch import ngspice_version
         version = ngspice_version()
         attrs = _provenance(spec, version)
@@ -281,6 +291,10 @@ def _execute(calls, jobs, executor, scheduler):
             ex.shutdown(wait=True)
 
 
+def _reached(t: TableSpec) -> str:
+    return next(q.name for q in t.quantities if q.ref == "g_reached")
+
+
 def _assemble(t: TableSpec, pts, results) -> TableData:
     shape = t.outer_shape
     inner_n = 0 if t.inner is None else len(t.inner.values)
@@ -289,12 +303,14 @@ def _assemble(t: TableSpec, pts, results) -> TableData:
     for q in t.quantities:
         full = shape + ((inner_n,) if q.source == "signal" else ())
         qs[q.name] = (q.units, np.full(full, np.nan))
-    for idx, _, _, _, key in pts:
+    for idx, _, _, params, key in pts:
         st, payload = results.get(key, (ERROR, {}))
-        status[idx] = st
         if st in (OK, RETRIED):
             for q in t.quantities:
                 qs[q.name][1][idx] = payload[q.name]
+            if t.procedure == "program_verify":
+                st = pv_status(t.settings, params["target"], payload[_reached(t)])
+        status[idx] = st
     axes = [("corner", "", "process corner (sky130)", np.array(t.corners, dtype=object)),
             ("temperature", "degC", "temperature", t.temperature.values)]
     axes += [(a.name, a.units, a.long_name, a.values) for a in t.axes]

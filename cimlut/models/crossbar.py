@@ -119,7 +119,7 @@ class CrossbarLinear(nn.Module):
         qw = _levels(cfg.weight_bits)
         scale = w.abs().amax(1) / qw
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        g_min, dg = float(cfg.g_min), float(cfg.g_max - cfg.g_min)
+        g_min, dg = device.g_min, device.g_max - device.g_min
         gen = torch.Generator().manual_seed(layer_seed(cfg, self.name))
         step = max(1, CHUNK // max(1, self.in_features))
         if wired:                                  # whole tiles per chunk

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import json
+
 import torch
 
 from .table import OutOfRangeError, Table, TableError
@@ -83,6 +85,9 @@ class RramDevice:
         self.read.require_within("temperature", config.program_temperature, "program_temperature")
         self._build_maps()
         self._build_spread()
+        self.g_usable = self._lowest_usable_level()
+        self.g_min = float(config.g_min) or self.g_usable
+        self.g_max = float(config.g_max)
         self._check_window()
 
     # ------------------------------------------------------------------ tables -> maps
@@ -121,15 +126,32 @@ class RramDevice:
         self._log_target = targets.log()
         self._target_knots = _Knots(self._log_target)
         self._bias = r.sum(1) / n
+        self._bias_median = ratio.exp().nanmedian(1).values
         self._sigma = (((r - self._bias[:, None]) ** 2 * ok).sum(1) / (n - 1)).sqrt()
         self._energy = self.pv("energy", **grid).nanmean(1)
 
+    def _lowest_usable_level(self) -> float:
+        """The lowest program_verify target from which every level up is met: the median
+        reached/target over the samples within the procedure's tol. Below it a SET pulse
+        jumps past the target (the word-line step is too coarse there)."""
+        tol = float(json.loads(self.pv.attrs.get("settings", "{}")).get("tol", 0.05))
+        med = (self._bias_median - 1).abs() <= tol
+        if not bool(med[-1]):
+            raise TableError(f"{self.pv.path}:program_verify: even the highest target level "
+                             f"misses by more than tol = {tol:g} (median reached/target "
+                             f"{float(self._bias_median[-1]):.3f}): no level is usable")
+        i = len(med) - 1
+        while i > 0 and bool(med[i - 1]):
+            i -= 1
+        return float(self._log_target[i].exp())
+
     def _check_window(self) -> None:
-        cfg = self.config
-        if not 0 < cfg.g_min < cfg.g_max:
-            raise ValueError(f"g_min={cfg.g_min:g} S, g_max={cfg.g_max:g} S: need 0 < g_min < g_max")
+        g_min, g_max = self.g_min, self.g_max
+        if not 0 < g_min < g_max:
+            raise ValueError(f"g_min={g_min:g} S, g_max={g_max:g} S: need 0 < g_min < g_max "
+                             f"(the lowest usable program_verify level is {self.g_usable:.4g} S)")
         if self.policy == "raise":
-            self._targets(torch.tensor([cfg.g_min, cfg.g_max], dtype=torch.float64))
+            self._targets(torch.tensor([g_min, g_max], dtype=torch.float64))
 
     # ------------------------------------------------------------------ public
     @property
@@ -165,6 +187,9 @@ class RramDevice:
         Reached = target x exp(bias + sigma z), z ~ N(0, 1), with bias and sigma of the
         program_verify samples interpolated in log target. Exact without spread."""
         g = torch.as_tensor(g_target, dtype=torch.float64)
+        below = int((g < self.g_usable * (1 - 1e-9)).sum())
+        if below:
+            self.out_of_range["below_usable_level"] += below
         if self.spread:
             g = self._targets(g)
             at = self._target_knots.locate(g.log())
@@ -193,6 +218,10 @@ class RramDevice:
     def report(self) -> str:
         """Clamped-query counts of the device and of its tables, or ''."""
         parts = [f"rram.{k}: {v}" for k, v in self.out_of_range.items() if v]
+        if self.out_of_range.get("below_usable_level"):
+            parts = [p if not p.startswith("rram.below_usable_level") else
+                     f"{p} (targets below {self.g_usable:.4g} S, where program-and-verify "
+                     f"overshoots)" for p in parts]
         parts += [r for r in (self.read.report(), self.pv.report()) if r]
         return ", ".join(parts)
 
