@@ -255,8 +255,19 @@ def _nan_point(path: Path):
         ds[...] = v
 
 
+def _negative_log_point(path: Path):
+    import h5py
+    with h5py.File(path, "r+") as f:
+        ds = f["program_verify"]["g_reached"]
+        v = ds[()]
+        v[0, 0, 0, 0] = -1e-6
+        ds[...] = v
+
+
 @pytest.mark.parametrize("mutate,words", [
     (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    (_negative_log_point, "values of 'g_reached' at corner tt are <= 0 (smallest -1e-06 S) but it "
+                          "is interpolated in log space"),
     (lambda p: p.write_bytes(p.read_bytes()[:5000]), "not a readable HDF5 file"),
     (lambda p: p.write_bytes(b"\x89HDF\r\n" + os.urandom(4000)), "not a readable HDF5 file"),
     (_nan_point, "values of 'i_cell' at corner tt are not finite"),

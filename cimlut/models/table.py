@@ -167,6 +167,13 @@ class Table:
                                  f"corner {corner} are not finite (points that did not simulate"
                                  f"{flags}); the simulator needs every point: rebuild the table "
                                  f"(`cimlut tables build`) or widen the retry options")
+            if q.interp == "log" and (q.values <= 0).any():
+                bad = q.values[q.values <= 0]
+                raise TableError(f"{where}: {bad.size} of {q.values.size} values of {n!r} at "
+                                 f"corner {corner} are <= 0 (smallest {bad.min():.4g} "
+                                 f"{q.units}) but it is interpolated in log space: the deck "
+                                 f"measures something that can change sign; fix the .meas "
+                                 f"or use interp = \"asinh\" in the spec")
         table = cls(path, group, corner, ax, qs, attrs, policy)
         table.status = status
         table._check(axes or {}, quantities or {})
