@@ -299,7 +299,7 @@ def cmd_adapt(args) -> int:
     _writable(Path(save).parent)
     result = adapt.run(args.model, cfg, save, tokens=args.tokens, train_tokens=args.train_tokens,
                        val_tokens=args.val_tokens, steps=args.steps, progress=not args.quiet,
-                       device=device)
+                       device=device, method=args.method)
     print(adapt.summary(result))
     return 0
 
@@ -470,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_count(1), default=100, help="optimizer steps per layer")
     s.add_argument("--device", default="cpu", help="where the per-layer training runs: cpu "
                    "or cuda (the model and its tables stay on the CPU)")
+    s.add_argument("--method", default="layerwise", choices=("layerwise", "sequential"),
+                   help="layerwise: each layer on the digital model's inputs; sequential: on "
+                   "the inputs of the analog layers below it, already adapted (BRECQ's order)")
     s.add_argument("--threads", type=_count(1))
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_adapt)

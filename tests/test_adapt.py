@@ -92,3 +92,36 @@ def test_the_surrogate_on_another_device_matches_and_a_missing_device_is_refused
         adapt.check_device("tpu0")
     with pytest.raises(adapt.AdaptError, match="trains on cpu or cuda"):
         adapt.check_device(devices[1])
+
+
+def test_sequential_adaptation_learns_on_the_analog_inputs_and_stops_at_its_layer():
+    model = tiny()
+    m, conv = convert(model, HardwareConfig(analog="attention", ideal=True, window=64,
+                                            attn_readout="hardsigmoid_norm", subtile=16))
+    train, val, evaluation = ids(48, 1), ids(32, 2), ids(40, 3)
+    with conv.ledger.paused():
+        calibrate_ranges(m, conv, train)
+    names = list(conv.attentions)
+    digital = adapt.capture(m, conv, train)
+    # layer 1's inputs through the analog layer 0 differ from the digital model's
+    calls = []
+    top = conv.attentions[names[1]]
+    saved = top.forward
+    top.forward = lambda *a, **k: (calls.append(1), saved(*a, **k))[1]
+    got0 = adapt.capture_inputs(m, conv, train, names[0], digital[names[0]])
+    assert not calls                                       # stopped at layer 0
+    top.forward = saved
+    assert torch.equal(got0[0].q, digital[names[0]][0].q)  # nothing analog below layer 0
+    got1 = adapt.capture_inputs(m, conv, train, names[1], digital[names[1]])
+    assert not torch.allclose(got1[0].q, digital[names[1]][0].q)
+    assert got1[0].y is digital[names[1]][0].y             # the digital model's output
+    seen = []
+    m.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw.get("input_ids", args[0] if args else None)),
+                                with_kwargs=True)
+    layers = adapt.adapt(m, conv, train, val, steps=40, progress=False, method="sequential")
+    assert seen and all(any(torch.equal(s, t) for t in (train, val)) for s in seen)
+    assert not any(torch.equal(s, evaluation) for s in seen)
+    assert all(x["val_after"] <= x["val_before"] for x in layers)
+    assert sum(x["val_after"] for x in layers) < 0.9 * sum(x["val_before"] for x in layers)
+    with pytest.raises(adapt.AdaptError, match="adapt method 'greedy'"):
+        adapt.adapt(m, conv, train, val, steps=1, progress=False, method="greedy")

@@ -67,6 +67,34 @@ def capture(model, conv, batches) -> dict[str, list[Cached]]:
     return cache
 
 
+class _Stop(Exception):
+    """Raised by a capture hook once its layer is recorded: the layers above do not run."""
+
+
+def capture_inputs(model, conv, batches, name: str, targets: list[Cached]) -> list[Cached]:
+    """The q, k, v that layer `name` receives from the model as it is now (the layers below
+    analog and already adapted), paired with the digital model's output at that layer
+    (`targets`, from `capture`, same batches in the same order). The forward stops at the
+    layer."""
+    a, got = conv.attentions[name], []
+
+    def grab(q, k, v, q_pos, k_pos, exact=False):
+        got.append((q.detach().float(), k.detach().float(), v.detach().float(), q_pos, k_pos))
+        raise _Stop
+
+    saved, a.forward = a.forward, grab
+    try:
+        with torch.no_grad(), conv.ledger.paused():
+            for ids in batches if isinstance(batches, list) else [batches]:
+                try:
+                    model(ids)
+                except _Stop:
+                    pass
+    finally:
+        a.forward = saved
+    return [Cached(q, k, v, qp, kp, t.y) for (q, k, v, qp, kp), t in zip(got, targets)]
+
+
 def _ste_round(x: torch.Tensor, levels: int) -> torch.Tensor:
     """Round to `levels` levels over [0, 1] (or [-1, 1] by magnitude), gradient straight
     through."""
@@ -212,9 +240,20 @@ def check_device(device: str) -> str:
     return str(d)
 
 
+METHODS = ("layerwise", "sequential")
+
+
 def adapt(model, conv, train_batches, val_batches, steps: int = 100,
-          progress: bool = True, device: str = "cpu") -> list[dict]:
-    """Layer-wise adaptation of every analog attention (ranges must be observed first)."""
+          progress: bool = True, device: str = "cpu", method: str = "layerwise") -> list[dict]:
+    """Adaptation of every analog attention, bottom up (ranges must be observed first).
+
+    layerwise: each layer learns on the digital model's q, k, v and output at that layer.
+    sequential (BRECQ's order): each layer learns on the q, k, v that the analog model
+    below it, already adapted, hands it, towards the digital model's output there, so it
+    can take up part of the error that the layers below leave (one extra forward per layer,
+    stopped at the layer)."""
+    if method not in METHODS:
+        raise AdaptError(f"adapt method {method!r}: expected one of {', '.join(METHODS)}")
     if not conv.attentions:
         raise AdaptError("nothing to adapt: no analog attention (analog = 'linear' or 'none')")
     train = capture(model, conv, train_batches)
@@ -222,10 +261,15 @@ def adapt(model, conv, train_batches, val_batches, steps: int = 100,
     items = list(conv.attentions.items())
     if progress:
         from tqdm import tqdm
-        items = tqdm(items, desc="adapting layers", unit="layer")
+        items = tqdm(items, desc=f"adapting layers ({method})", unit="layer")
     out = []
     for name, att in items:
-        r = adapt_layer(att, train[name], val[name], steps, device=device)
+        tr, va = train[name], val[name]
+        if method == "sequential":
+            tr = capture_inputs(model, conv, train_batches, name, tr)
+            va = capture_inputs(model, conv, val_batches, name, va)
+            att.reset_kv_cache()
+        r = adapt_layer(att, tr, va, steps, device=device)
         att.reset_kv_cache()
         out.append({"layer": name, **r})
     return out
@@ -261,16 +305,19 @@ class AdaptResult:
     train_tokens: int
     val_tokens: int
     steps: int
+    method: str = "layerwise"
 
 
 def run(model_name: str, config, save_path, tokens: int = 1024, train_tokens: int = 512,
         val_tokens: int = 256, steps: int = 100, progress: bool = True,
-        device: str = "cpu") -> AdaptResult:
+        device: str = "cpu", method: str = "layerwise") -> AdaptResult:
     """Convert, observe ranges, adapt on held-out tokens that follow the evaluation text
     (train, then validation), report quality on the evaluation text before and after, save.
     Language models only. The per-layer training runs on `device` (the model and its tables
     stay on the CPU: the training tensors are copied over once per layer)."""
     device = check_device(device)
+    if method not in METHODS:
+        raise AdaptError(f"adapt method {method!r}: expected one of {', '.join(METHODS)}")
     from . import calibrate, zoo
     from .convert import convert
     from .evaluate import nll, token_ids
@@ -288,15 +335,15 @@ def run(model_name: str, config, save_path, tokens: int = 1024, train_tokens: in
         calibrate.calibrate_ranges(analog, conv, train)
         digital = math.exp(nll(lm.model, ids).mean())
         before = math.exp(nll(analog, ids).mean())
-        layers = adapt(analog, conv, train, val, steps, progress, device)
+        layers = adapt(analog, conv, train, val, steps, progress, device, method)
         after = math.exp(nll(analog, ids).mean())
     path = calibrate.save(save_path, conv, model_name,
-                          {"metric": "perplexity", "method": "layerwise", "digital": digital,
+                          {"metric": "perplexity", "method": method, "digital": digital,
                            "before": before, "after": after, "tokens": tokens,
                            "train_tokens": train_tokens, "val_tokens": val_tokens,
                            "train_offset": tokens, "steps": steps, "layers": layers})
     return AdaptResult(model_name, path, "perplexity", digital, before, after, layers,
-                       time.perf_counter() - t0, train_tokens, val_tokens, steps)
+                       time.perf_counter() - t0, train_tokens, val_tokens, steps, method)
 
 
 def summary(r: AdaptResult) -> str:
@@ -305,6 +352,6 @@ def summary(r: AdaptResult) -> str:
     va = sum(x["val_after"] for x in r.layers) / len(r.layers)
     return (f"{r.model}: perplexity digital {r.digital:.3f}; analog before adaptation "
             f"{r.before:.3f}, after {r.after:.3f} ({r.train_tokens} training + {r.val_tokens} "
-            f"validation tokens after the evaluation text, {r.steps} steps per layer, "
+            f"validation tokens after the evaluation text, {r.method}, {r.steps} steps per layer, "
             f"{kept}/{len(r.layers)} layers improved; held-out distillation MSE "
             f"{vb:.4g} -> {va:.4g}; {r.seconds:.0f} s)\nsaved {r.path}")
