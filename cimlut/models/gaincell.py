@@ -205,7 +205,7 @@ class GainCellDevice:
     def pulse(self, q) -> torch.Tensor:
         """Output pulse width [s] for input charge q [C]. Negative charge is no charge (the
         integrator starts at its reset level); beyond the qin axis the converter is
-        saturated (its pulse is already flat at T_max from ~110 fC)."""
+        saturated (its pulse is flat at T_max from ~150 fC = 10 uA x 15 ns)."""
         return self.c2p("tpulse", temperature=self.temperature, qin=self._qin(q))
 
     def conversion_energy(self, q) -> torch.Tensor:
