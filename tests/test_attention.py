@@ -143,7 +143,9 @@ def test_decay_lowers_scores_more_when_hot():
         old = attention_mask(pos, pos) & (pos[:, None] - pos[None, :] > 16)
         drop[temp] = float(1 - s_on[..., old].sum() / s_off[..., old].sum())
         assert not torch.allclose(on(q, k, v, pos, pos), off(q, k, v, pos, pos))
-    assert 0.02 < drop[27.0] < drop[85.0]
+    # the write nFET's subthreshold leak (not ngspice's gmin, which the 2T decks now set to
+    # 1e-18 S): 1.1% of the old keys' score at 27 C and 19% at 85 C over 34-64 us
+    assert 0.005 < drop[27.0] and drop[85.0] > 5 * drop[27.0]
 
 
 def test_more_levels_come_closer_to_fine_resolution():

@@ -48,7 +48,9 @@ def test_gaincell_hold_decays_monotonically():
     assert np.all(np.diff(v[after]) <= 1e-9)
     m = r.measures
     assert m["v10u"] > m["v100u"] > m["v1m"] > m["v2m"] > 0
-    assert m["v1m"] < 0.8 * m["v10u"]
+    # the device's own leak, not ngspice's gmin: with the default 1e-12 S across the
+    # junctions sn fell from 0.67 V to 0.16 V in 2 ms; the devices alone leave ~0.64 V
+    assert m["v2m"] > 0.5
 
 
 def test_gaincell_hold_decays_faster_when_hot():
