@@ -309,7 +309,7 @@ def _assemble(t: TableSpec, pts, results) -> TableData:
             for q in t.quantities:
                 qs[q.name][1][idx] = payload[q.name]
             if t.procedure == "program_verify":
-                st = pv_status(t.settings, params["target"], payload[_reached(t)])
+                st = pv_status(dict(t.settings), params["target"], payload[_reached(t)])
         status[idx] = st
     axes = [("corner", "", "process corner (sky130)", np.array(t.corners, dtype=object)),
             ("temperature", "degC", "temperature", t.temperature.values)]
