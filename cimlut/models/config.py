@@ -82,9 +82,10 @@ class HardwareConfig:
     adc_range_percentile: float = _f(99.99, "%", "ADC full scale per layer = this percentile of "
                                      "|tile column sum| seen in range calibration", range=(50.0, 100.0))
     g_min: float = _f(0.0, "S", "lowest weight conductance; 0 = derived from the rram_1t1r "
-                      "program_verify table: the lowest target level from which up program-and-"
-                      "verify meets its target (median within tol); below it a SET pulse jumps "
-                      "past the target", range=(0.0, 1e-3))
+                      "program_verify table: the lowest target level from which up every "
+                      "sample took at least two pulses (the verify loop, not the first SET "
+                      "pulse, sets the level): 6.52e-6 S in the shipped table",
+                      range=(0.0, 1e-3))
     g_max: float = _f(7.9e-5, "S", "rram_1t1r program_verify table: highest target level", range=(1e-9, 1e-3))
     v_read: float = _f(0.2, "V", "rram_1t1r program_verify: verify read at 0.2 V", range=(1e-3, 1.0))
     t_read: float = _f(10e-9, "s", "full-scale read pulse (one bit, or the largest input)", range=(1e-12, 1e-3))
