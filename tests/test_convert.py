@@ -123,8 +123,22 @@ def test_attention_energy_per_token_grows_with_context(readout):
     # conversions per token and head: (n+1)/2 scores + head_dim (16) output readouts per
     # 64-token sub-tile read; at n=128 half the queries read two sub-tiles
     conversions = {32: 16.5 + 16, 64: 32.5 + 16, 128: 64.5 + 16 * 1.5}
-    assert c2p[64] / c2p[32] == pytest.approx(conversions[64] / conversions[32], rel=0.02)
-    assert c2p[128] / c2p[64] == pytest.approx(conversions[128] / conversions[64], rel=0.02)
+    if readout == "softmax":   # one ADC energy per conversion
+        assert c2p[64] / c2p[32] == pytest.approx(conversions[64] / conversions[32], rel=0.02)
+        assert c2p[128] / c2p[64] == pytest.approx(conversions[128] / conversions[64], rel=0.02)
+    else:
+        # the charge-to-pulse energy depends on the charge converted (the sink draws from the
+        # column during the pulse, from vref otherwise): per conversion it lies within the
+        # table's range, whatever the scores
+        import h5py
+
+        from cimlut.paths import data_dir
+        with h5py.File(data_dir() / "tables" / "charge_to_pulse.h5") as f:
+            lo, hi = float(f["transfer/econv"][()].min()), float(f["transfer/econv"][()].max())
+        per_head = model.config.num_hidden_layers * model.config.num_attention_heads
+        for n in (32, 64, 128):
+            assert lo <= c2p[n] / (conversions[n] * per_head) <= hi, (n, c2p[n])
+        assert c2p[32] < c2p[64] < c2p[128]
     # each token's K and V are written once, whatever the context
     assert write[128] == pytest.approx(write[64], rel=0.5)
 
