@@ -303,13 +303,14 @@ def _assemble(t: TableSpec, pts, results) -> TableData:
     for q in t.quantities:
         full = shape + ((inner_n,) if q.source == "signal" else ())
         qs[q.name] = (q.units, np.full(full, np.nan))
+    reached = _reached(t) if t.procedure == "program_verify" else None
     for idx, _, _, params, key in pts:
         st, payload = results.get(key, (ERROR, {}))
         if st in (OK, RETRIED):
             for q in t.quantities:
                 qs[q.name][1][idx] = payload[q.name]
-            if t.procedure == "program_verify":
-                st = pv_status(dict(t.settings), params["target"], payload[_reached(t)])
+            if reached is not None:
+                st = pv_status(dict(t.settings), params["target"], payload[reached])
         status[idx] = st
     axes = [("corner", "", "process corner (sky130)", np.array(t.corners, dtype=object)),
             ("temperature", "degC", "temperature", t.temperature.values)]

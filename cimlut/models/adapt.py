@@ -43,46 +43,17 @@ class Cached:
     y: torch.Tensor       # the digital attention output
 
 
-def capture(model, conv, batches) -> dict[str, list[Cached]]:
-    """Run `model` on `batches` with every analog attention replaced by the digital one,
-    recording each layer's q, k, v and output (the digital model's, layer by layer)."""
-    cache: dict[str, list[Cached]] = {n: [] for n in conv.attentions}
-    saved = {}
-    for name, a in conv.attentions.items():
-        def digital(q, k, v, q_pos, k_pos, exact=False, a=a, name=name):
-            y = softmax_attention(q.float(), k.float(), v.float(), q_pos, k_pos,
-                                  causal=a.causal, window=a.config.window)
-            cache[name].append(Cached(q.detach().float(), k.detach().float(), v.detach().float(),
-                                      q_pos, k_pos, y))
-            return y.to(q.dtype)
-        saved[name] = a.forward
-        a.forward = digital
-    try:
-        with torch.no_grad(), conv.ledger.paused():
-            for ids in batches if isinstance(batches, list) else [batches]:
-                model(ids)
-    finally:
-        for name, a in conv.attentions.items():
-            a.forward = saved[name]
-    return cache
-
-
 class _Stop(Exception):
     """Raised by a capture hook once its layer is recorded: the layers above do not run."""
 
 
-def capture_inputs(model, conv, batches, name: str, targets: list[Cached]) -> list[Cached]:
-    """The q, k, v that layer `name` receives from the model as it is now (the layers below
-    analog and already adapted), paired with the digital model's output at that layer
-    (`targets`, from `capture`, same batches in the same order). The forward stops at the
-    layer."""
-    a, got = conv.attentions[name], []
-
-    def grab(q, k, v, q_pos, k_pos, exact=False):
-        got.append((q.detach().float(), k.detach().float(), v.detach().float(), q_pos, k_pos))
-        raise _Stop
-
-    saved, a.forward = a.forward, grab
+def _run_with(model, conv, forwards: dict, batches) -> None:
+    """Run `model` on `batches` (no gradients, ledger paused) with the attention forwards of
+    `forwards` (layer name -> function) in place of the modules' own, restored after; a
+    forward that raises _Stop ends that batch's pass."""
+    saved = {name: conv.attentions[name].forward for name in forwards}
+    for name, fn in forwards.items():
+        conv.attentions[name].forward = fn
     try:
         with torch.no_grad(), conv.ledger.paused():
             for ids in batches if isinstance(batches, list) else [batches]:
@@ -91,7 +62,40 @@ def capture_inputs(model, conv, batches, name: str, targets: list[Cached]) -> li
                 except _Stop:
                     pass
     finally:
-        a.forward = saved
+        for name, fn in saved.items():
+            conv.attentions[name].forward = fn
+
+
+def capture(model, conv, batches) -> dict[str, list[Cached]]:
+    """Run `model` on `batches` with every analog attention replaced by the digital one,
+    recording each layer's q, k, v and output (the digital model's, layer by layer)."""
+    cache: dict[str, list[Cached]] = {n: [] for n in conv.attentions}
+
+    def digital(name, a):
+        def forward(q, k, v, q_pos, k_pos, exact=False):
+            y = softmax_attention(q.float(), k.float(), v.float(), q_pos, k_pos,
+                                  causal=a.causal, window=a.config.window)
+            cache[name].append(Cached(q.detach().float(), k.detach().float(), v.detach().float(),
+                                      q_pos, k_pos, y))
+            return y.to(q.dtype)
+        return forward
+
+    _run_with(model, conv, {n: digital(n, a) for n, a in conv.attentions.items()}, batches)
+    return cache
+
+
+def capture_inputs(model, conv, batches, name: str, targets: list[Cached]) -> list[Cached]:
+    """The q, k, v that layer `name` receives from the model as it is now (the layers below
+    analog and already adapted), paired with the digital model's output at that layer
+    (`targets`, from `capture`, same batches in the same order). The forward stops at the
+    layer."""
+    got = []
+
+    def grab(q, k, v, q_pos, k_pos, exact=False):
+        got.append((q.detach().float(), k.detach().float(), v.detach().float(), q_pos, k_pos))
+        raise _Stop
+
+    _run_with(model, conv, {name: grab}, batches)
     return [Cached(q, k, v, qp, kp, t.y) for (q, k, v, qp, kp), t in zip(got, targets)]
 
 
@@ -243,6 +247,11 @@ def check_device(device: str) -> str:
 METHODS = ("layerwise", "sequential")
 
 
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise AdaptError(f"adapt method {method!r}: expected one of {', '.join(METHODS)}")
+
+
 def adapt(model, conv, train_batches, val_batches, steps: int = 100,
           progress: bool = True, device: str = "cpu", method: str = "layerwise") -> list[dict]:
     """Adaptation of every analog attention, bottom up (ranges must be observed first).
@@ -252,8 +261,7 @@ def adapt(model, conv, train_batches, val_batches, steps: int = 100,
     below it, already adapted, hands it, towards the digital model's output there, so it
     can take up part of the error that the layers below leave (one extra forward per layer,
     stopped at the layer)."""
-    if method not in METHODS:
-        raise AdaptError(f"adapt method {method!r}: expected one of {', '.join(METHODS)}")
+    _check_method(method)
     if not conv.attentions:
         raise AdaptError("nothing to adapt: no analog attention (analog = 'linear' or 'none')")
     train = capture(model, conv, train_batches)
@@ -316,8 +324,7 @@ def run(model_name: str, config, save_path, tokens: int = 1024, train_tokens: in
     Language models only. The per-layer training runs on `device` (the model and its tables
     stay on the CPU: the training tensors are copied over once per layer)."""
     device = check_device(device)
-    if method not in METHODS:
-        raise AdaptError(f"adapt method {method!r}: expected one of {', '.join(METHODS)}")
+    _check_method(method)
     from . import calibrate, zoo
     from .convert import convert
     from .evaluate import nll, token_ids

@@ -219,11 +219,9 @@ class RramDevice:
 
     def report(self) -> str:
         """Clamped-query counts of the device and of its tables, or ''."""
-        parts = [f"rram.{k}: {v}" for k, v in self.out_of_range.items() if v]
-        if self.out_of_range.get("below_usable_level"):
-            parts = [p if not p.startswith("rram.below_usable_level") else
-                     f"{p} (targets below {self.g_usable:.4g} S, where the first SET pulse "
-                     f"decides the level)" for p in parts]
+        why = {"below_usable_level": f" (targets below {self.g_usable:.4g} S, where the first "
+                                     f"SET pulse decides the level)"}
+        parts = [f"rram.{k}: {v}{why.get(k, '')}" for k, v in self.out_of_range.items() if v]
         parts += [r for r in (self.read.report(), self.pv.report()) if r]
         return ", ".join(parts)
 
