@@ -12,10 +12,25 @@ export OMP_NUM_THREADS := 1
 setup: ngspice $(STAMP)
 	@$(VENV)/bin/cimlut setup
 
+# ngspice 46 (KLU sparse solver; 39 ignores `.option klu` silently) from bookworm-backports:
+# the source is added once, and apt runs only when ngspice or libngspice0 is missing or older
+NGSPICE_MIN := 46
+BACKPORTS   := deb http://deb.debian.org/debian bookworm-backports main
 ngspice:
-	@if ! command -v ngspice >/dev/null || ! /sbin/ldconfig -p | grep -q libngspice.so; then \
-	  echo "installing ngspice and libngspice0 with apt"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ngspice libngspice0; fi
+	@v=$$(ngspice -n -v 2>/dev/null | sed -n 's/.*ngspice-\([0-9][0-9]*\).*/\1/p' | head -n 1); \
+	l=$$v; if command -v dpkg-query >/dev/null; then \
+	  l=$$(dpkg-query -W -f='$${Version}' libngspice0 2>/dev/null | sed 's/[^0-9].*//'); fi; \
+	if [ "$${v:-0}" -lt $(NGSPICE_MIN) ] || [ "$${l:-0}" -lt $(NGSPICE_MIN) ] \
+	    || ! /sbin/ldconfig -p | grep -q libngspice.so; then \
+	  echo "installing ngspice and libngspice0 $(NGSPICE_MIN) from bookworm-backports" \
+	    "(found ngspice $${v:-none}, libngspice0 $${l:-none})"; \
+	  if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
+	    echo '$(BACKPORTS)' | $(SUDO) tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null; fi; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports ngspice libngspice0; \
+	  v=$$(ngspice -n -v 2>/dev/null | sed -n 's/.*ngspice-\([0-9][0-9]*\).*/\1/p' | head -n 1); \
+	  if [ "$${v:-0}" -lt $(NGSPICE_MIN) ]; then \
+	    echo "ngspice $${v:-none} after install; $(NGSPICE_MIN) or newer is needed" >&2; exit 1; fi; fi
 
 $(STAMP): pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
