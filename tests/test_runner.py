@@ -72,6 +72,25 @@ def test_nonconvergence_is_its_own_error(decks, backend):
     assert not isinstance(info.value, DeckError)
 
 
+@pytest.mark.parametrize("backend", ["shared", "subprocess"])
+def test_element_line_without_value_is_an_error(decks, backend):
+    # 39: "Warning: r2: resistance to low, set to 1 mOhm"; 46: "Warning: 'r2 out 0' is not a
+    # valid resistor instance line, ignored!" -- either way a circuit nobody drew runs
+    with pytest.raises(DeckError, match="without its value") as info:
+        run(decks / "no_value.cir", backend=backend)
+    assert "r2" in str(info.value).lower()
+
+
+@pytest.mark.parametrize("backend", ["shared", "subprocess"])
+def test_measures_are_printed_with_seven_digits(decks, backend):
+    # ngspice 46 prints .meas with 6 significant digits unless told (`set measureprec`); the
+    # goldens compare measures at 1e-6 and program_verify carries a measured gap on
+    import re
+    r = run(decks / "nfet_dc.cir", backend=backend)
+    printed = [ln for ln in r.log if re.match(r"\s*ion\s*=", ln)]
+    assert printed and re.search(r"=\s*-?\d\.\d{6}e[-+]\d+", printed[0]), printed
+
+
 def test_in_process_ngspice_recovers_after_a_fatal_deck_error(decks):
     with pytest.raises(DeckError):
         run(decks / "bad_syntax.cir", backend="shared")

@@ -16,7 +16,13 @@ from .errors import NgspiceCrash, SimTimeout, SpiceError
 from .outcome import build_result, raise_for_messages
 from .rawfile import read_raw
 from .sandbox import TIMEOUT_ENV, sim_timeout
+
 from .result import SimResult
+
+# digits after the point in printed .meas results: 6 (7 significant) as ngspice 39 printed
+# them; 46 prints 5 by default, which rounds a carried state (program_verify's gap) and the
+# measures the goldens compare at MEAS_RTOL 1e-6. 39 ignores the variable.
+MEAS_PRECISION = 6
 
 
 def ngspice_exe() -> str:
@@ -39,7 +45,8 @@ def run_batch(deck: Deck, timeout: float | None = None) -> SimResult:
     with tempfile.TemporaryDirectory(prefix="cimlut-") as tmp:
         raw = Path(tmp) / "out.raw"
         cir = Path(tmp) / f"{deck.name}.cir"
-        control = [".control", "set num_threads=1", "set ng_nomodcheck", "set filetype=binary", "run",
+        control = [".control", "set num_threads=1", "set ng_nomodcheck", f"set measureprec={MEAS_PRECISION}",
+                   "set filetype=binary", "run",
                    f"write {raw}", "quit 0", ".endc"]
         cir.write_text("\n".join(deck.render(control)) + "\n")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}

