@@ -2,7 +2,9 @@
 against without, measured side by side in one run (compare ratios: these machines are noisy).
 
 Target: <= 50 ms per 128x128 tile on one CPU thread (SmolLM2-135M has ~14k tiles of
-128 rows x 64 outputs). The conversion lines convert `--layers` of SmolLM2's blocks (all
+128 rows x 64 outputs). "linearised" is the matrix the crossbar converts with: each cell's
+voltage with every row on (a walk that keeps the T_j), its chord conductance there from
+the read table, and the matrix of those (two solves). The conversion lines convert `--layers` of SmolLM2's blocks (all
 seven linear layers each, every tile) with wires at 1 ohm per segment and without; the
 whole-model estimate scales by the tile count.
 
@@ -34,17 +36,26 @@ def interleaved(fns: dict, repeat: int) -> dict:
 
 
 def bench_tiles(rows: int, tiles: int, repeat: int) -> None:
+    from cimlut.models.config import HardwareConfig
     from cimlut.models.parasitics import effective_conductance
+    from cimlut.models.rram import RramDevice
     gen = torch.Generator().manual_seed(0)
     g = 6.5e-6 + 7.25e-5 * torch.rand(tiles, rows, rows, generator=gen, dtype=torch.float64)
+    dev = RramDevice(HardwareConfig())
+    dev.chord_conductance(g[:1, :1, :1], 0.2)                 # its grid, made once
+
+    def chord(gg, u):
+        return dev.chord_conductance(gg, u * dev.v_read)
+
     fns = {f"{rows}x{rows} wires 1/1 ohm": lambda: effective_conductance(g, 1.0, 1.0),
            f"{rows}x{rows} wires 2/2 ohm": lambda: effective_conductance(g, 2.0, 2.0),
-           f"{rows}x{rows} column only": lambda: effective_conductance(g, 0.0, 1.0)}
+           f"{rows}x{rows} column only": lambda: effective_conductance(g, 0.0, 1.0),
+           f"{rows}x{rows} 1/1, linearised": lambda: effective_conductance(g, 1.0, 1.0, chord=chord)}
     res = interleaved(fns, repeat)
     print(f"effective matrix, {tiles} tiles of {rows}x{rows} cells, batched, "
           f"{torch.get_num_threads()} thread(s):")
     for k, (s, c) in res.items():
-        print(f"  {k:28s} {s / tiles * 1e3:8.1f} ms/tile wall {c / tiles * 1e3:8.1f} ms/tile CPU"
+        print(f"  {k:30s} {s / tiles * 1e3:8.1f} ms/tile wall {c / tiles * 1e3:8.1f} ms/tile CPU"
               f"   {c / tiles / 0.05:5.2f}x target (50 ms, CPU)")
 
 

@@ -42,19 +42,24 @@ def test_deck_runs_on_its_own(tmp_path):
 
 
 def test_check_against_spice_and_its_teeth():
-    """16x16 tile, 5 ohm per segment: the behavioural tile is within the limits of SPICE
-    (zero wires: max <= 0.2% of full scale; wires: RMS <= 0.5%, max <= 1 ADC step), and the
-    same model with its wires off fails."""
-    r = check_tile(16, 16, 5.0, weights="random", vectors=8)
+    """16x16 tile, 30 ohm per segment (an IR drop of up to 19%): the behavioural tile is
+    within the limits of SPICE (zero wires: max <= 0.2% of full scale; wires: RMS <= 0.5%,
+    max <= 1 ADC step; measured 0.09% and 0.26 steps), and the same model with its wires
+    scaled by 1.1 fails (1.83 steps), as does the model with its wires off. The model is
+    linearised at each cell's voltage with every row on; at the v_read chord it is off by
+    0.98 steps and the 1.1x model passes."""
+    r = check_tile(16, 16, 30.0, weights="random", vectors=8)
     zero, wired = r["cases"]["no_wires"], r["cases"]["wires"]
     assert zero["max_fs"] <= 0.002 and zero["ok"]
-    assert r["rms_fs"] <= 0.005 and r["max_lsb"] <= 1.0 and r["ok"]
+    assert r["rms_fs"] <= 0.005 and r["max_lsb"] <= 0.5 and r["ok"]
     off = wired["model_without_wires"]
     assert off["rms_fs"] > 0.005 and off["max_lsb"] > 1.0
-    # the wires are what the model gets right: it explains >= 90% of the IR drop error
-    assert r["rms_fs"] < 0.1 * off["rms_fs"]
-    blind = check_tile(16, 16, 5.0, weights="random", vectors=8, model_wire_scale=0.0)
-    assert not blind["ok"] and blind["rms_fs"] == pytest.approx(off["rms_fs"], rel=1e-9)
+    # the wires are what the model gets right: it explains >= 98% of the IR drop error
+    assert r["rms_fs"] < 0.02 * off["rms_fs"]
+    scaled = check_tile(16, 16, 30.0, weights="random", vectors=8, model_wire_scale=1.1)
+    assert not scaled["ok"] and scaled["max_lsb"] > 1.0
+    # the same SPICE currents: only the model moved
+    assert scaled["cases"]["wires"]["spice"] == wired["spice"]
 
 
 def test_finite_gain_clamp():

@@ -84,12 +84,14 @@ def check_tile(rows: int, cols: int, wire_row: float = 0.0, wire_col: float | No
                config=None, weights: str = "random", layer: str = DEFAULT_LAYER,
                vectors: int = 16, seed: int = 0, clamp_gain: float = 0.0,
                clamp_rf: float = 0.0, model_wire_scale: float = 1.0,
-               workdir: str | Path | None = None, progress: bool = False,
-               timeout: float | None = None) -> dict:
+               operating_point: bool = True, workdir: str | Path | None = None,
+               progress: bool = False, timeout: float | None = None) -> dict:
     """Simulate a rows x cols tile in SPICE (zero wires, and with wires when any is > 0)
     and compare the behavioural tile per column; the report (see the module docstring).
     `model_wire_scale` scales the wires the behavioural model assumes (1.1: a model 10%
-    off, which the check must catch). Arguments are checked before anything slow runs."""
+    off, which the check must catch). `operating_point`: the model linearised at each cell's
+    voltage with every row on, as the simulator converts (False: every cell at its chord
+    conductance at v_read). Arguments are checked before anything slow runs."""
     from ..circuits.array import ArrayError, Tile, simulate
     from ..models.config import HardwareConfig
     from ..models.crossbar import CrossbarLinear
@@ -139,6 +141,7 @@ def check_tile(rows: int, cols: int, wire_row: float = 0.0, wire_col: float | No
     g_min = float(getattr(device, "g_min", cfg.g_min))
     dg = float(getattr(device, "g_max", cfg.g_max)) - g_min
     v = float(cfg.v_read)
+    chord = (lambda g, u: device.chord_conductance(g, u * v)) if operating_point else None
 
     rng = np.random.default_rng(seed)
     bits = (rng.random((vectors, rows)) < 0.5).astype(np.float64)
@@ -160,7 +163,8 @@ def check_tile(rows: int, cols: int, wire_row: float = 0.0, wire_col: float | No
               "layer": layer if named == "smollm2" else None, "seed": seed,
               "wire_row": float(wire_row), "wire_col": float(wire_col),
               "clamp_gain": clamp_gain, "clamp_rf": clamp_rf, "clamp_resistance": clamp,
-              "model_wire_scale": model_wire_scale, "v_read": v, "adc_bits": cfg.adc_bits,
+              "model_wire_scale": model_wire_scale, "operating_point": bool(operating_point),
+              "v_read": v, "adc_bits": cfg.adc_bits,
               "corner": cfg.corner, "temperature": cfg.temperature, "cases": {}}
     qa = (1 << (cfg.adc_bits - 1)) - 1
     for name, rr, rc, ga, rf in it:
@@ -179,7 +183,7 @@ def check_tile(rows: int, cols: int, wire_row: float = 0.0, wire_col: float | No
         s = model_wire_scale
         if name == "wires":
             m_pos, m_neg = effective_pairs(g_pos, g_neg, rows, outputs, rr * s, rc * s,
-                                           tile.clamp_resistance * s)
+                                           tile.clamp_resistance * s, chord=chord)
             eff = (m_pos - m_neg).numpy()
         else:
             eff = (g_pos - g_neg).numpy()

@@ -14,8 +14,11 @@ read, the offset x column sums subtracted digitally).
 
 Wires (`wire_row`, `wire_col`, `clamp_resistance`): each tile's nodal system is solved once
 at conversion (`parasitics.py`) and `weight_cond` holds its effective matrix, exact for
-linear cells with idle rows at 0 V; the forward is unchanged. The read energy still counts
-each cell at v_read (the IR drop lowers it by the same few percent).
+linear cells with idle rows at 0 V, the cells linearised at their voltage with every row
+on; the forward is unchanged. The read energy counts what each row driver delivers with
+its tile's rows all on (v_read x the effective matrix's row sum: cells, wires and clamp),
+exact when every row is on; with fewer rows on, each conducts a little more (the column
+wires carry less): up to A_ii / sum_m A_im for a row alone (`parasitics.py`).
 """
 
 from __future__ import annotations
@@ -109,7 +112,9 @@ class CrossbarLinear(nn.Module):
     @torch.no_grad()
     def _program(self, weight: torch.Tensor, device: RramDevice, keep_gaps: bool = False) -> None:
         """With wire or clamp resistance (and not ideal), each tile's conductances become
-        its effective matrix (`parasitics.effective_pairs`): the forward stays one matmul."""
+        its effective matrix (`parasitics.effective_pairs`), linearised at each cell's
+        voltage with every row on (`RramDevice.chord_conductance`): the forward stays one
+        matmul."""
         cfg = self.config
         half = cfg.tile_cols // 2
         wires = (cfg.wire_row, cfg.wire_col, cfg.clamp_resistance)
@@ -140,13 +145,20 @@ class CrossbarLinear(nn.Module):
                     gaps[k].append(gap.T)
             if wired:
                 from .parasitics import effective_pairs
-                m_pos, m_neg = effective_pairs(reads[0].T, reads[1].T, self.rows, half, *wires)
+                v_read = float(cfg.v_read)
+                m_pos, m_neg = effective_pairs(
+                    reads[0].T, reads[1].T, self.rows, half, *wires,
+                    chord=lambda g, u: device.chord_conductance(g, u * v_read))
                 w_cond = ((m_pos - m_neg) / dg).T
+                # driver i's current with its tile's rows all on: sum_m A[i, m] v_read for
+                # the driver admittance A, = sum_j M[i, j] v_read (A is symmetric, and
+                # what the drivers deliver reaches the readouts): cells, wires and clamps
+                self.row_current += ((m_pos + m_neg) * v_read).sum(1).float()
             else:
                 w_cond = (reads[0] - reads[1]) / dg
+                self.row_current += ((reads[0] + reads[1]) * cfg.v_read).sum(0).float()
             self.weight_cond[:, lo:lo + step] = w_cond.T.float()
             self.col_sum[lo:lo + step] = w_cond.sum(1).float()
-            self.row_current += ((reads[0] + reads[1]) * cfg.v_read).sum(0).float()
         self.col_scale.copy_((scale * qw).float())
         self.program_energy = energy
         if keep_gaps:

@@ -109,6 +109,7 @@ class RramDevice:
         self._inverse_knots = _Knots(-self._log_g_prog)
         g_op = self._g_of_gap(float(self.config.temperature))
         self._log_g_read = (g_prog if self.ideal else g_op).log()
+        self._chord = None               # chord_conductance's grid, made on first use
 
     def _build_spread(self) -> None:
         """Log-mean bias and log-std of reached/target at each program_verify level."""
@@ -210,6 +211,44 @@ class RramDevice:
             gap = torch.as_tensor(gap, dtype=torch.float64)
             return self._gap_knots(gap, self._log_g_prog).exp() * torch.as_tensor(v, dtype=torch.float64)
         return self.read("i_cell", temperature=float(self.config.temperature), gini=gap, vbl=v)
+
+    def chord_conductance(self, g: torch.Tensor, v) -> torch.Tensor:
+        """Conductance I(v) / v [S] of cells that read g [S] at v_read, at cell voltages v
+        [V] (the table's I-V: g x I(gap, v) v_read / (I(gap, v_read) v), so v = v_read
+        gives g back exactly). The sinh-like I-V conducts less below v_read (~0.3% per 10 mV
+        in the shipped table). v is held within [v_read / 4, table top]: the table's
+        interpolation near 0 V is not an I-V (I/v drops to ~0 within 3 mV of 0 V)."""
+        g = torch.as_tensor(g, dtype=torch.float64)
+        if self.ideal:
+            return g
+        if self._chord is None:
+            self._build_chord()
+        volts, ratio = self._chord
+        v = torch.as_tensor(v, dtype=torch.float64).clamp(float(volts.xs[0]), float(volts.xs[-1]))
+        k, wk = self._read_knots.locate(-g.log())
+        m, wm = volts.locate(v)
+        n = ratio.shape[1]
+        flat = ratio.reshape(-1)
+        base = k * n + m
+        r0 = flat[base] + wm * (flat[base + 1] - flat[base])
+        r1 = flat[base + n] + wm * (flat[base + n + 1] - flat[base + n])
+        return g * (r0 + wk * (r1 - r0)) * (self.v_read / v)
+
+    def _build_chord(self) -> None:
+        """I(gap, v) / I(gap, v_read) on the fine gap grid x the table's voltages from
+        v_read / 4 up, interpolated bilinearly by `chord_conductance` (one table call)."""
+        ax = torch.as_tensor(self.read.axis("vbl").values, dtype=torch.float64)
+        volts = ax[ax >= self.v_read / 4 - 1e-12]
+        t = float(self.config.temperature)
+        i = self.read("i_cell", temperature=t, gini=self.gap[:, None], vbl=volts[None, :])
+        i_r = self.read("i_cell", temperature=t, gini=self.gap,
+                        vbl=torch.full_like(self.gap, self.v_read))
+        ratio = i / i_r[:, None]                      # linear in v between knots, as the table
+        if not bool((self._log_g_read[1:] < self._log_g_read[:-1]).all()):
+            raise TableError(f"{self.read.path}:read: i_cell/vbl at {self.v_read} V is not "
+                             "monotonic in the gap at the operating temperature")
+        self._read_knots = _Knots(-self._log_g_read)
+        self._chord = (_Knots(volts), ratio.contiguous())
 
     def program_energy(self, g_target: torch.Tensor) -> torch.Tensor:
         """Mean program-and-verify energy [J] per cell (one-time), log-log in target."""
