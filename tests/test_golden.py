@@ -44,6 +44,7 @@ def test_numerics_only_change_passes(tb):
 @pytest.mark.parametrize("tid,param", [("gaincell_2t.hold", "cs"), ("gaincell_2t.write", "cs"),
                                        ("gaincell_2t.read", "cs"), ("rram_1t1r.iv", "i0"),
                                        ("rram_1t1r.read", "i0"), ("rram_1t1r.set", "i0"),
+                                       ("rram_1t1r.set_time", "i0"), ("rram_1t1r.reset", "i0"),
                                        ("charge_to_pulse.transfer", "ibias"),
                                        ("charge_to_pulse.transfer", "cint")])
 def test_one_percent_device_change_fails(tid, param):

@@ -67,3 +67,21 @@ def test_retention_and_read_axes_cover_every_stored_voltage(cell):
 def test_a_0v_write_into_the_2t_cell_stores_below_zero():
     t = table("gaincell_2t", "write")
     assert t["vwrite"][0] == 0 and np.all(t["vstored"][..., 0] < -0.05)
+
+
+def test_set_time_falls_with_amplitude_and_rises_with_the_gap():
+    """A larger bit-line step switches sooner; a wider gap takes longer. Every grid point
+    switched within the deck's window (status ok), so the boundary is inside no cell."""
+    t = table("rram_1t1r", "set")
+    ts, es = t["t_set"][0, 0], t["e_set"][0, 0]  # (vp, gini)
+    assert np.all(t["status"] == 0)
+    assert np.all(np.diff(ts, axis=0) < 0) and np.all(np.diff(ts, axis=1) > 0)
+    assert np.all(es > 0) and np.all(np.diff(es, axis=1) > 0)
+    assert ts.max() / ts.min() > 1e6  # nanoseconds (1.8 V from 1.0 nm) to seconds (1.4 V, HRS)
+
+
+def test_reset_opens_the_gap_more_with_amplitude_and_width():
+    t = table("rram_1t1r", "reset")
+    g = t["gap_end"][0, 0]  # (vp, tpw, gini)
+    assert np.all(np.diff(g, axis=0) >= -1e-4) and np.all(np.diff(g, axis=1) >= -1e-4)
+    assert np.all(g >= t["gini"][None, None, :] - 1e-4)

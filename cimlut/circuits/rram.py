@@ -96,6 +96,21 @@ TESTBENCHES = (
                 Param("vread", 0.2, "V", "read voltage for g_before/g_after")) + DYNAMICS,
     ),
     Testbench(
+        CELL, "set_time", "tb_set_time.cir",
+        "how long a SET takes: a bit-line step held until the gap falls through gset",
+        signals=(BL, ICELL, GAP, TEMP, Signal("v(ebl)", "pJ", "bit-line energy so far")),
+        measures=(Measure("t_set", "s", "bit line's half rise to the gap falling through gset"),
+                  Measure("e_set", "J", "bit-line energy up to the crossing"),
+                  Measure("i_set", "A", "cell current at the crossing"),
+                  Measure("temp_set", "K", "filament temperature at the crossing")),
+        params=(Param("vp", 1.6, "V", "bit-line amplitude, held for the 10 s window"),
+                Param("gini", 1.5, "nm", "initial gap (HRS side)"),
+                Param("gset", 0.8, "nm", "gap at which the cell counts as switched"),
+                Param("vwl", 1.1, "V", "word line (compliance)"),
+                Param("trise", 10e-9, "s", "rise time"),
+                Param("td", 100e-9, "s", "delay before the step")) + DYNAMICS,
+    ),
+    Testbench(
         CELL, "reset", "tb_reset.cir", "one RESET pulse (bit line negative) from the LRS",
         signals=(BL, ICELL, GAP, TEMP, MID),
         measures=_pulse_measures(Measure("ipulse_min", "A", "most negative cell current"))
