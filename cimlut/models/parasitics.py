@@ -180,8 +180,8 @@ class _Transfer:
     runs its products ~2x faster than float64. Past four terms, `dense` holds T from a
     Cholesky inverse instead (float64).
 
-    `f_of(y, r)` is made from Y; `from_h(h, r)` makes the next segment's T straight from
-    H and this T (Y' = H + (I - T) / r), with no Y stored."""
+    `from_y` makes it from Y; `next_y` gives the next segment's Y = H + (I - T) / r from S
+    and K, with no T formed; `apply` is T @ w = S (Sw + K Sw)."""
 
     def __init__(self, s: torch.Tensor, f: torch.Tensor, r_row: float, tol):
         self.dense = None
