@@ -349,7 +349,9 @@ def test_binary_and_latin1_decks(tmp_path, backend):
 def test_an_element_ngspice_had_to_repair_is_an_error_naming_the_line(tmp_path, backend):
     d = deck_dir(tmp_path)
     (d / "rc.cir").write_text((d / "rc.cir").read_text().replace(".include", "R9 in 0\n.include"))
-    with pytest.raises(DeckError, match=r"line 4: 'R9 in 0'.*resistance to"):
+    # ngspice 39 makes it 1 mOhm ("resistance to low"), 46 drops it ("not a valid resistor
+    # instance line, ignored"); either way the run goes on with a circuit nobody drew
+    with pytest.raises(DeckError, match=r"line 4: 'R9 in 0'.*(resistance to|not a valid resistor)"):
         run(d / "rc.cir", backend=backend)
 
 

@@ -44,7 +44,9 @@ def _locate(errors: list[str], src: list[str], deck: Deck) -> int | None:
     """Find the deck line an error is about: an instance name, or a file it names."""
     for err in errors:
         m = (re.search(r"unknown (?:subckt|model)[^:]*:\s*(\S+)", err, re.I)
-             or re.search(r"^\s*warning:\s*([\w.]+):", err, re.I))
+             or re.search(r"^\s*warning:\s*([\w.]+):", err, re.I)
+             # 46: "Warning: 'r9 in 0' is not a valid resistor instance line, ignored!"
+             or re.search(r"^\s*warning:\s*'([\w.]+)[^']*' is not a valid", err, re.I))
         if m:
             inst = m.group(1).split(".")[0].lower()
             for i, line in enumerate(src, 1):
