@@ -110,6 +110,30 @@ def test_cell_voltages_match_nodal_analysis(r_row, r_col, r_clamp):
     assert 0 < u.min() and u.max() < 1 and (1 - u).max() > 1e-3
 
 
+def test_fast_voltages_and_their_fallback():
+    """The linearisation reads its cell voltages from a fixed point iteration (cheap) where
+    the IR drop is small enough for it to converge, and from the walk where it is not: both
+    give the nodal analysis' voltages, and the matrix is the same either way."""
+    from cimlut.models import parasitics
+    g = cells(12, 10, seed=5)
+    for r, converges in ((5.0, True), (400.0, False)):
+        ref = nodal_solve(g.numpy(), np.ones((1, 12)), r, r, 10.0, detail=True)["cell_v"][0]
+        fast = parasitics._jacobi_voltages(g[None], r, r, 10.0)
+        assert (fast is not None) == converges
+        if converges:
+            assert np.abs(fast[0].numpy() - ref).max() <= 1e-6
+        seen = []
+
+        def chord(gg, u):
+            seen.append(u)
+            return gg * (0.9 + 0.1 * u)
+        m = effective_conductance(g, r, r, 10.0, chord=chord)
+        assert np.abs(seen[0][0].numpy() - ref).max() <= 1e-6
+        law = (g * (0.9 + 0.1 * torch.as_tensor(ref))).numpy()
+        np.testing.assert_allclose(m.numpy(), nodal_solve(law, np.eye(12), r, r, 10.0),
+                                   rtol=1e-6, atol=1e-6 * float(m.abs().max()))
+
+
 def test_chord_conductance():
     """The table's I(v)/v: g itself at v_read, less below (sinh-like I-V), monotonic."""
     dev = RramDevice(HardwareConfig())
